@@ -1,0 +1,105 @@
+"""Visual features (section 3.1): a frozen ResNet trunk, layers 2/3/4 resized to H x W and projected to C."""
+
+import warnings
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchvision.models import resnet
+from torchvision.models._utils import IntermediateLayerGetter
+
+from jrnet.config import ModelConfig
+
+# layer2/3/4 channels per trunk.
+LEVEL_CHANNELS = {
+    "resnet18": (128, 256, 512),
+    "resnet34": (128, 256, 512),
+    "resnet50": (512, 1024, 2048),
+    "resnet101": (512, 1024, 2048),
+}
+LEVELS = ("layer2", "layer3", "layer4")
+
+
+class WeightsError(RuntimeError):
+    """A backbone weights file that does not fit the configured trunk."""
+
+
+def build_trunk(cfg: ModelConfig) -> nn.Module:
+    # Output stride by dilating the last stages, as DeepLab does (only Bottleneck ResNets support it).
+    dilate = {8: [False, True, True], 16: [False, False, True], 32: [False, False, False]}[cfg.output_stride]
+    kwargs = {}
+    if cfg.backbone in ("resnet50", "resnet101"):
+        kwargs["replace_stride_with_dilation"] = dilate
+    elif cfg.output_stride != 32:
+        warnings.warn(f"{cfg.backbone} has no dilation: output stride stays 32", stacklevel=2)
+    net = getattr(resnet, cfg.backbone)(weights=None, **kwargs)
+    return IntermediateLayerGetter(net, return_layers={name: name for name in LEVELS})
+
+
+def load_trunk_weights(trunk: nn.Module, path: str | Path) -> None:
+    """Load a torchvision deeplabv3_resnet101 state dict (`backbone.*` keys) or a plain ResNet one, exactly."""
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(f"backbone weights file not found: {path}")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = state.get("model", state) if isinstance(state, dict) else state
+    if any(k.startswith("backbone.") for k in state):
+        state = {k.removeprefix("backbone."): v for k, v in state.items() if k.startswith("backbone.")}
+    own = trunk.state_dict()
+    state = {k: v for k, v in state.items() if not k.startswith("fc.")}  # the classifier is not part of the trunk
+    for key, value in own.items():
+        if key not in state:
+            raise WeightsError(f"{path}: missing key {key!r} for the {type(trunk).__name__} trunk")
+        if state[key].shape != value.shape:
+            raise WeightsError(f"{path}: key {key!r} has shape {tuple(state[key].shape)}, expected {tuple(value.shape)}")
+    extra = sorted(set(state) - set(own))
+    if extra:
+        raise WeightsError(f"{path}: unexpected key {extra[0]!r} (is this a {len(own)}-tensor ResNet trunk?)")
+    trunk.load_state_dict(state)
+
+
+class LevelProjection(nn.Sequential):
+    """conv3x3 + BN + LeakyReLU to C channels, as the authors' code does per level."""
+
+    def __init__(self, in_channels: int, channels: int):
+        super().__init__(
+            nn.Conv2d(in_channels, channels, 3, padding=1, bias=False),
+            nn.BatchNorm2d(channels),
+            nn.LeakyReLU(inplace=True),
+        )
+
+
+class Backbone(nn.Module):
+    """Image (B, 3, S, S) -> three levels (B, C, H, W). The trunk stays in eval mode when frozen."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.frozen = cfg.freeze_backbone
+        self.feature_size = cfg.feature_size
+        self.trunk = build_trunk(cfg)
+        if cfg.backbone_weights:
+            load_trunk_weights(self.trunk, cfg.backbone_weights)
+        elif self.frozen:
+            warnings.warn("frozen backbone with random weights: set model.backbone_weights", stacklevel=2)
+        if self.frozen:
+            self.trunk.requires_grad_(False)
+        self.project = nn.ModuleList(LevelProjection(c, cfg.channels) for c in LEVEL_CHANNELS[cfg.backbone])
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if self.frozen:
+            self.trunk.eval()  # BN statistics of a frozen trunk never move
+        return self
+
+    def trunk_features(self, image: torch.Tensor) -> list[torch.Tensor]:
+        """Trunk levels resized to H x W: deterministic given the weights, so they can be cached."""
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.frozen):
+            feats = self.trunk(image)
+        size = (self.feature_size, self.feature_size)
+        return [F.interpolate(feats[name], size=size, mode="bilinear", align_corners=False) for name in LEVELS]
+
+    def forward(self, image: torch.Tensor | None = None, cached: list[torch.Tensor] | None = None) -> list[torch.Tensor]:
+        levels = cached if cached is not None else self.trunk_features(image)
+        dtype = self.project[0][0].weight.dtype
+        return [proj(level.to(dtype)) for proj, level in zip(self.project, levels, strict=True)]

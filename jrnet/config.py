@@ -1,0 +1,231 @@
+"""One typed config object for the whole run, read from a YAML file plus `key=value` overrides.
+
+Every section is a dataclass; an unknown key (in the file or on the command line) is an error that names
+the key, the file and the valid choices, so a typo never silently trains the wrong model.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+
+# Paper Table 2 / Table 3 rows as presets: (reasoning, fusion, use_glove, positional_encoding).
+VARIANTS: dict[str, tuple[str, str, bool, bool]] = {
+    "jrnet": ("jrm", "cmmlf", True, True),
+    "baseline": ("none", "concat", True, True),
+    "only_cmmlf": ("none", "cmmlf", True, True),
+    "only_jrm": ("jrm", "concat", True, True),
+    "jrm_convlstm": ("jrm", "convlstm", True, True),
+    "jrm_conv3d": ("jrm", "conv3d", True, True),
+    "no_glove": ("jrm", "cmmlf", False, True),
+    "no_pe": ("jrm", "cmmlf", True, False),
+}
+
+
+class ConfigError(ValueError):
+    """A config file or override that cannot describe a valid run."""
+
+
+@dataclass
+class ModelConfig:
+    variant: str = "jrnet"  # a key of VARIANTS
+    backbone: str = "resnet101"  # resnet18 | resnet34 | resnet50 | resnet101
+    backbone_weights: str | None = None  # local torchvision deeplabv3_resnet101 or ResNet state dict
+    freeze_backbone: bool = True  # paper: frozen, eval mode, no grad
+    output_stride: int = 16  # 8 | 16 | 32 (dilation in the trunk's last stages)
+    image_size: int = 448  # square input side in pixels
+    feature_size: int = 14  # H = W of every level after resizing (paper: 14 at 448, 18 at 576)
+    channels: int = 512  # C = C_v = C_l
+    word_dim: int = 300  # GloVe 840B-300d
+    glove: str | None = None  # vectors file; shards carry the vocabulary's vectors (vocab.json)
+    jrm_layers: int = 2
+    jrm_heads: int = 8
+    jrm_ffn: int = 512
+    jrm_dropout: float = 0.2
+    jrm_shared: bool = False  # one encoder for the three levels instead of one per level
+    attention: str = "sdpa"  # sdpa (fused) | eager (explicit softmax, for benchmark/equality test only)
+    cmmlf_gate_source: str = "paper"  # paper: Lambda_ij * X_v^i (eq. 4) | authors: Lambda_ij * X_v^j
+    fusion_dropout: float = 0.1
+    aspp_rates: tuple[int, ...] = (6, 12, 24)
+    decoder_channels: int = 512
+    decoder_upsamples: int = 2  # bilinear x2 steps in the decoder
+
+    def variant_flags(self) -> tuple[str, str, bool, bool]:
+        return VARIANTS[self.variant]
+
+
+@dataclass
+class DataConfig:
+    dataset: str = "synthetic"  # subfolder of --shards
+    train_split: str = "train"
+    eval_splits: tuple[str, ...] = ("val",)
+    max_words: int = 25
+    workers: int = 2  # DataLoader workers per rank
+    shuffle_buffer: int = 1000
+    on_error: str = "warn"  # warn (skip, log and count broken samples) | strict (fail naming the shard)
+    eval_limit: int | None = None  # evaluate only the first N refs of each split (None: all)
+
+
+@dataclass
+class TrainConfig:
+    global_batch_size: int = 50  # across all ranks and accumulation steps
+    grad_accum_steps: int = 1
+    total_steps: int = 20000  # length of the LR schedule; --max-steps only stops early
+    lr: float = 2.5e-4
+    weight_decay: float = 5e-4
+    betas: tuple[float, float] = (0.9, 0.999)
+    poly_power: float = 0.5
+    warmup_steps: int = 0
+    grad_clip: float = 1.0
+    precision: str = "auto"  # auto (bf16 on GPUs with it, fp32 on CPU) | fp32 | bf16 | fp16
+    zero_stage: int | None = None  # None: the DeepSpeed JSON's stage, else 1
+    deepspeed_config: str | None = None  # a DeepSpeed JSON for tunables; batch keys must agree with the above
+    seed: int = 0
+    log_every: int = 10
+    eval_every: int = 1000
+    checkpoint_every: int = 1000
+    keep_checkpoints: int = 3
+    threads: int | None = None  # torch threads per rank on CPU; None: cores / local ranks
+
+
+@dataclass
+class LogConfig:
+    wandb: str = "offline"  # offline | online | disabled
+    project: str = "jrnet"
+    overlays: int = 4  # prediction overlays written per evaluation
+
+
+@dataclass
+class Config:
+    name: str = "jrnet"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+
+    def validate(self) -> None:
+        m, t = self.model, self.train
+        _choice("model.variant", m.variant, VARIANTS)
+        _choice("model.backbone", m.backbone, ("resnet18", "resnet34", "resnet50", "resnet101"))
+        _choice("model.attention", m.attention, ("sdpa", "eager"))
+        _choice("model.cmmlf_gate_source", m.cmmlf_gate_source, ("paper", "authors"))
+        _choice("model.output_stride", m.output_stride, (8, 16, 32))
+        _choice("train.precision", t.precision, ("auto", "fp32", "bf16", "fp16"))
+        _choice("train.zero_stage", t.zero_stage, (None, 0, 1, 2, 3))
+        _choice("data.on_error", self.data.on_error, ("warn", "strict"))
+        _choice("log.wandb", self.log.wandb, ("offline", "online", "disabled"))
+        if m.channels % m.jrm_heads:
+            raise ConfigError(f"model.channels={m.channels} is not divisible by model.jrm_heads={m.jrm_heads}")
+        if not 1 <= m.jrm_layers <= 12:
+            raise ConfigError(f"model.jrm_layers={m.jrm_layers} must be in 1..12")
+        if t.global_batch_size < 1 or t.grad_accum_steps < 1:
+            raise ConfigError("train.global_batch_size and train.grad_accum_steps must be >= 1")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def dumps(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+
+def _choice(key: str, value: Any, choices) -> None:
+    if value not in choices:
+        raise ConfigError(f"{key}={value!r} is not one of {sorted(choices, key=str)}")
+
+
+def resolve_config_path(path: str | Path) -> Path:
+    """A path as given, or a name from configs/ (`demo` -> configs/demo.yaml)."""
+    p = Path(path)
+    if p.exists():
+        return p
+    named = CONFIG_DIR / f"{p.name}.yaml"
+    if named.exists():
+        return named
+    raise ConfigError(f"config file not found: {path} (named configs: {sorted(c.stem for c in CONFIG_DIR.glob('*.yaml'))})")
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Config from a YAML file (or defaults) with dotted `section.key=value` overrides applied on top."""
+    raw: dict[str, Any] = {}
+    source = "<defaults>"
+    if path is not None:
+        file = resolve_config_path(path)
+        source = str(file)
+        raw = yaml.safe_load(file.read_text()) or {}
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{file}: top level must be a mapping")
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ConfigError(f"override {item!r} is not of the form section.key=value")
+        *parents, leaf = key.strip().split(".")
+        node = raw
+        for part in parents:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {item!r}: {part} is not a section")
+        node[leaf] = yaml.safe_load(value)
+    config = _build(Config, raw, source, prefix="")
+    config.validate()
+    return config
+
+
+def config_from_dict(raw: dict[str, Any]) -> Config:
+    """Rebuild a Config saved with `to_dict` (for example inside a checkpoint)."""
+    config = _build(Config, raw, "<dict>", prefix="")
+    config.validate()
+    return config
+
+
+def _build(cls, raw: dict[str, Any], source: str, prefix: str):
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - set(fields))
+    if unknown:
+        raise ConfigError(
+            f"{source}: unknown config key '{prefix}{unknown[0]}'; valid keys of "
+            f"{prefix.rstrip('.') or 'the top level'}: {sorted(fields)}"
+        )
+    kwargs = {}
+    defaults = cls()
+    for name, value in raw.items():
+        default = getattr(defaults, name)
+        if dataclasses.is_dataclass(default):
+            if not isinstance(value, dict):
+                raise ConfigError(f"{source}: {prefix}{name} must be a mapping")
+            kwargs[name] = _build(type(default), value, source, prefix=f"{prefix}{name}.")
+        else:
+            kwargs[name] = _coerce(value, default, fields[name].type, f"{source}: {prefix}{name}")
+    return cls(**kwargs)
+
+
+def _coerce(value: Any, default: Any, hint: str, where: str) -> Any:
+    """Light type checking against the field's default so `train.lr=1e-3` and YAML lists both work."""
+    if value is None:
+        if "None" in str(hint):
+            return None
+        raise ConfigError(f"{where} may not be null")
+    if isinstance(default, tuple):
+        if not isinstance(value, list | tuple):
+            value = [value]
+        return tuple(value)
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}={value!r} must be true or false")
+        return value
+    if isinstance(default, float) and not isinstance(value, bool):
+        try:
+            return float(value)  # YAML 1.1 reads "1e-3" as a string
+        except (TypeError, ValueError):
+            raise ConfigError(f"{where}={value!r} must be a number") from None
+    if isinstance(default, int) and not isinstance(value, int):
+        raise ConfigError(f"{where}={value!r} must be an integer")
+    if isinstance(default, str) and not isinstance(value, str):
+        raise ConfigError(f"{where}={value!r} must be a string")
+    return value

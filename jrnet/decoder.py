@@ -1,0 +1,33 @@
+"""Mask generation (section 3.4): ASPP, then conv blocks with bilinear x2 upsampling, then one logit channel."""
+
+import torch.nn.functional as F
+from torch import nn
+from torchvision.models.segmentation.deeplabv3 import ASPP
+
+from jrnet.config import ModelConfig
+
+
+def conv_bn_relu(cin: int, cout: int) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+
+
+class Upsample2x(nn.Module):
+    def forward(self, x):
+        return F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
+
+
+class MaskDecoder(nn.Module):
+    """(B, C, H, W) -> logits (B, 1, H * 2**upsamples, W * 2**upsamples)."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        c, d = cfg.channels, cfg.decoder_channels
+        self.aspp = ASPP(c, list(cfg.aspp_rates), out_channels=c)  # 1x1, rates, image pooling, 5C -> C, dropout
+        blocks: list[nn.Module] = [conv_bn_relu(c, d)]
+        for _ in range(cfg.decoder_upsamples):
+            blocks += [Upsample2x(), conv_bn_relu(d, d)]
+        blocks += [conv_bn_relu(d, d // 2), nn.Conv2d(d // 2, 1, 1)]
+        self.head = nn.Sequential(*blocks)
+
+    def forward(self, x):
+        return self.head(self.aspp(x))

@@ -1,0 +1,232 @@
+"""The training loop: step-based, epochs defined by the data, exact resume, periodic evaluation and checkpoints."""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from jrnet import checkpoint
+from jrnet.config import Config
+from jrnet.data import LoaderPlan, ShardSet, train_loader
+from jrnet.distributed import DistEnv, any_rank, init_distributed, mean_over_ranks
+from jrnet.engine import build_engine, resolve_precision, zero_stage
+from jrnet.evaluate import evaluate_split
+from jrnet.metrics import format_table
+from jrnet.model import JRNet, mask_loss
+from jrnet.tracking import RunLogger, new_run_id
+from jrnet.visualize import gallery
+
+log = logging.getLogger("jrnet.train")
+
+
+@dataclass
+class Progress:
+    """Where the run is: optimizer steps done, epoch, micro-batches of that epoch already consumed."""
+
+    step: int = 0
+    epoch: int = 0
+    batch_in_epoch: int = 0
+
+
+class StopSignal:
+    """SIGUSR1/SIGTERM ask for a checkpoint at the next step boundary (Slurm's warning before the time limit)."""
+
+    def __init__(self):
+        self.received: int | None = None
+        for sig in (signal.SIGUSR1, signal.SIGTERM):
+            signal.signal(sig, self._handler)
+
+    def _handler(self, signum, frame):
+        self.received = signum
+
+
+@dataclass
+class RunResult:
+    progress: Progress
+    stopped_by_signal: int | None
+    eval: dict | None
+
+
+def train(cfg: Config, shards_dir: str, output: str, max_steps: int | None, resume: str) -> RunResult:
+    env = init_distributed(cfg.train.threads)
+    logging.basicConfig(level=logging.INFO if env.is_main else logging.WARNING,
+                        format=f"%(asctime)s [rank {env.rank}] %(message)s")
+    torch.manual_seed(cfg.train.seed)
+    out = Path(output)
+    ckdir = out / "checkpoints"
+    if env.is_main:
+        ckdir.mkdir(parents=True, exist_ok=True)
+        (out / "config.json").write_text(cfg.dumps())
+
+    shards = ShardSet.open(shards_dir, cfg.data.dataset)
+    plan = LoaderPlan.make(cfg, shards.split(cfg.data.train_split)["samples"], env.world_size)
+    model = JRNet(cfg.model, shards.vocab_size(), shards.glove())
+    start = checkpoint.resolve(resume, ckdir)
+    universal = start is not None and checkpoint.needs_universal(start, env.world_size)
+    engine = build_engine(cfg, model, env.world_size, plan.micro_batch, load_universal=universal)
+    dtype = next(p.dtype for p in engine.module.parameters() if p.is_floating_point())
+
+    progress, run_id = Progress(), None
+    if start is not None:
+        if universal:
+            start = checkpoint.make_universal(start, env)
+        state = checkpoint.load(engine, start, env)
+        progress, run_id = Progress(**state["progress"]), state["wandb_id"]
+        if checkpoint.meta(start)["world_size"] != env.world_size:
+            progress.batch_in_epoch = 0  # another split of the data: continue from the start of the epoch
+        log.info("resumed from %s at step %d (epoch %d, batch %d)", start, progress.step, progress.epoch,
+                 progress.batch_in_epoch)
+    run_id = run_id or new_run_id()
+    logger = RunLogger(out, cfg, env.is_main, run_id, progress.step)
+    stop_at = min(cfg.train.total_steps, max_steps or cfg.train.total_steps)
+    precision = resolve_precision(cfg.train.precision)
+    log.info("world %d | global batch %d = %d ranks x micro-batch %d x accumulation %d | %d steps/epoch | "
+             "precision %s | ZeRO-%d | %s", env.world_size, cfg.train.global_batch_size, env.world_size,
+             plan.micro_batch, cfg.train.grad_accum_steps, plan.steps_per_epoch, precision, zero_stage(cfg),
+             env.device)
+
+    stop = StopSignal()
+    ctx = TrainContext(cfg, env, engine, shards, plan, logger, ckdir, dtype, run_id)
+    bar = tqdm(total=stop_at, initial=progress.step, disable=not env.is_main, desc="train", dynamic_ncols=True)
+    window = Window()
+    while progress.step < stop_at:
+        batches = train_loader(cfg, shards, plan, progress.epoch, skip=progress.batch_in_epoch)
+        t_ready = time.perf_counter()
+        for batch in batches:
+            window.data += time.perf_counter() - t_ready
+            boundary = engine.is_gradient_accumulation_boundary()
+            window.add(ctx.micro_step(batch, progress.epoch))
+            progress.batch_in_epoch += 1
+            if boundary:
+                progress.step += 1
+                bar.update(1)
+                signalled = any_rank(stop.received is not None)
+                if progress.step % cfg.train.log_every == 0 or progress.step == stop_at or signalled:
+                    ctx.log_window(progress, window)
+                    window = Window()
+                if progress.step % cfg.train.eval_every == 0 and progress.step < stop_at:
+                    ctx.evaluate(progress.step)
+                last = progress.step == stop_at or signalled
+                if progress.step % cfg.train.checkpoint_every == 0 or last:
+                    ctx.save(progress)
+                if signalled:
+                    log.info("signal %s: checkpoint at step %d written, stopping", stop.received, progress.step)
+                    logger.finish()
+                    return RunResult(progress, stop.received, None)
+                if progress.step >= stop_at:
+                    break
+            t_ready = time.perf_counter()
+        else:
+            progress.epoch += 1
+            progress.batch_in_epoch = 0
+            continue
+        break
+    bar.close()
+    result_eval = ctx.evaluate(progress.step, final=progress.step >= cfg.train.total_steps)
+    logger.finish()
+    return RunResult(progress, None, result_eval)
+
+
+@dataclass
+class Window:
+    """Sums over the steps between two log lines: where the time goes and how much was trained."""
+
+    data: float = 0.0
+    forward: float = 0.0
+    backward: float = 0.0
+    optimizer: float = 0.0
+    loss: float = 0.0
+    micro_batches: int = 0
+    skipped: int = 0
+    started: float = 0.0
+
+    def __post_init__(self):
+        self.started = time.perf_counter()
+
+    def add(self, timing: dict) -> None:
+        self.forward += timing["forward"]
+        self.backward += timing["backward"]
+        self.optimizer += timing["optimizer"]
+        self.loss += timing["loss"]
+        self.micro_batches += 1
+        self.skipped = timing["skipped"]
+
+
+class TrainContext:
+    def __init__(self, cfg, env: DistEnv, engine, shards, plan, logger, ckdir, dtype, run_id):
+        self.cfg, self.env, self.engine, self.shards, self.plan = cfg, env, engine, shards, plan
+        self.logger, self.ckdir, self.dtype, self.run_id = logger, ckdir, dtype, run_id
+        self.skipped: dict[tuple[int, int], int] = {}  # (epoch, worker) -> broken samples skipped so far
+
+    def micro_step(self, batch: dict, epoch: int) -> dict:
+        dev = self.env.device
+        t0 = time.perf_counter()
+        logits = self.engine(batch["tokens"].to(dev), batch["image"].to(dev, self.dtype))
+        loss = mask_loss(logits, batch["mask"].to(dev))
+        t1 = time.perf_counter()
+        self.engine.backward(loss)
+        t2 = time.perf_counter()
+        self.engine.step()
+        t3 = time.perf_counter()
+        self.skipped[epoch, int(batch["worker"])] = int(batch["skipped"])
+        return {"forward": t1 - t0, "backward": t2 - t1, "optimizer": t3 - t2, "loss": loss.item(),
+                "skipped": sum(self.skipped.values())}
+
+    def log_window(self, progress: Progress, w: Window) -> None:
+        n = max(1, w.micro_batches)
+        elapsed = time.perf_counter() - w.started
+        samples = w.micro_batches * self.plan.micro_batch * self.env.world_size
+        record = {
+            "step": progress.step,
+            "epoch": progress.epoch,
+            "loss": mean_over_ranks(w.loss / n),
+            "lr": self.engine.get_lr()[0],
+            "samples_per_s": samples / elapsed,
+            "samples_per_s_per_rank": samples / elapsed / self.env.world_size,
+            "time_data_s": w.data / n,
+            "time_forward_s": w.forward / n,
+            "time_backward_s": w.backward / n,
+            "time_optimizer_s": w.optimizer / n,
+            "skipped_samples": round(mean_over_ranks(w.skipped) * self.env.world_size),
+        }
+        self.logger.log(record)
+        if self.env.is_main:
+            log.info("step %d | loss %.4f | lr %.2e | %.1f samples/s | data %.3fs fwd %.3fs bwd %.3fs opt %.3fs",
+                     progress.step, record["loss"], record["lr"], record["samples_per_s"], record["time_data_s"],
+                     record["time_forward_s"], record["time_backward_s"], record["time_optimizer_s"])
+
+    def evaluate(self, step: int, final: bool = False) -> dict:
+        cfg, out = self.cfg, self.ckdir.parent
+        self.engine.eval()
+        results, images = {}, {}
+        for split in cfg.data.eval_splits:
+            summary, panels = evaluate_split(self.engine, cfg, self.shards, split, self.env.device, self.dtype,
+                                             batch_size=self.plan.micro_batch,
+                                             overlays=cfg.log.overlays if self.env.is_main else 0)
+            results[split] = summary
+            images[f"overlays/{split}"] = panels
+            if self.env.is_main and panels:
+                folder = out / "overlays"
+                folder.mkdir(exist_ok=True)
+                gallery([p for p, _ in panels]).save(folder / f"{split}_step{step:08d}.png")
+        self.engine.train()
+        if self.env.is_main:
+            record = {"step": step, **{f"eval/{s}/{k}": v for s, m in results.items() for k, v in m.items()}}
+            self.logger.log(record)
+            self.logger.log_images(step, images)
+            (out / "eval.json").write_text(json.dumps({"step": step, "final": final, "splits": results}, indent=2))
+            log.info("evaluation at step %d\n%s", step, format_table(results))
+        return results
+
+    def save(self, progress: Progress) -> None:
+        state = {"progress": progress.__dict__.copy(), "config": self.cfg.to_dict(), "wandb_id": self.run_id}
+        path = checkpoint.save(self.engine, self.ckdir, progress.step, state, self.env, self.cfg.train.keep_checkpoints)
+        log.info("checkpoint %s", path)
+

@@ -1,0 +1,65 @@
+"""Entry point for every launcher:
+
+    deepspeed --num_gpus N launch.py --config FILE --shards DIR --output DIR [--max-steps N]
+                                     [--resume auto|PATH|none] [section.key=value ...]
+    torchrun --nproc_per_node N launch.py ...      srun python launch.py ...      python launch.py ...
+
+Everything that can be checked before a rank starts training is checked first, with a clear error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from jrnet.config import ConfigError, load_config
+from jrnet.data import DataError, LoaderPlan, ShardSet
+from jrnet.engine import deepspeed_config
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", required=True, help="YAML file or a name in configs/ (paper_448, paper_576, demo)")
+    p.add_argument("--shards", required=True, help="folder written by pipeline/shard.py (holds <dataset>/)")
+    p.add_argument("--output", required=True, help="run folder: checkpoints/, metrics.jsonl, eval.json")
+    p.add_argument("--max-steps", type=int, default=None, help="stop at this step with a checkpoint")
+    p.add_argument("--resume", default="auto", help="auto (latest complete checkpoint), none, or a checkpoint path")
+    p.add_argument("--local_rank", "--local-rank", type=int, default=None, help=argparse.SUPPRESS)
+    p.add_argument("overrides", nargs="*", help="section.key=value, e.g. train.lr=1e-4 model.jrm_layers=1")
+    return p.parse_args(argv)
+
+
+def preflight(args: argparse.Namespace):
+    """Config, shards and DeepSpeed config checked before any process group or engine exists."""
+    import os
+
+    cfg = load_config(args.config, args.overrides)
+    shards = ShardSet.open(args.shards, cfg.data.dataset)
+    for split in (cfg.data.train_split, *cfg.data.eval_splits):
+        shards.urls(split)
+    world = int(os.environ.get("WORLD_SIZE", os.environ.get("SLURM_NTASKS", "1")))
+    plan = LoaderPlan.make(cfg, shards.split(cfg.data.train_split)["samples"], world)
+    deepspeed_config(cfg, world, plan.micro_batch)
+    if args.max_steps is not None and args.max_steps < 1:
+        raise ConfigError("--max-steps must be >= 1")
+    if args.resume not in ("auto", "none") and not Path(args.resume).exists():
+        raise ConfigError(f"--resume {args.resume}: no such checkpoint")
+    return cfg
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        cfg = preflight(args)
+    except (ConfigError, DataError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    from jrnet.train import train
+
+    result = train(cfg, args.shards, args.output, args.max_steps, args.resume)
+    return 0 if result.stopped_by_signal is None else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
