@@ -58,7 +58,8 @@ def save(engine, folder: Path, step: int, client_state: dict, env: DistEnv, keep
     torch.save(rng_state(), folder / tag / f"rng_rank{env.rank:05d}.pt")
     barrier()
     if env.is_main:
-        meta = {"step": step, "world_size": env.world_size, "zero_stage": engine.zero_optimization_stage()}
+        meta = {"step": step, "world_size": env.world_size, "zero_stage": engine.zero_optimization_stage(),
+                "config": client_state["config"]}
         atomic_write_text(folder / tag / "meta.json", json.dumps(meta))
         atomic_write_text(folder / LATEST, tag)
         prune(folder, keep, protect=tag)

@@ -241,7 +241,10 @@ def train_loader(cfg: Config, shards: ShardSet, plan: LoaderPlan, epoch: int, sk
 
 
 def _loader(pipeline, workers: int):
-    return wds.WebLoader(pipeline, batch_size=None, num_workers=workers, persistent_workers=False)
+    # Its own generator: creating an iterator must not draw from the global RNG that dropout uses, or a
+    # resumed run (new iterator mid-epoch) would drift from an uninterrupted one.
+    return wds.WebLoader(pipeline, batch_size=None, num_workers=workers, persistent_workers=False,
+                         generator=torch.Generator().manual_seed(0))
 
 
 # ---------------------------------------------------------------- evaluation

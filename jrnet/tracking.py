@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 from pathlib import Path
 
 from jrnet.checkpoint import atomic_write_text
@@ -16,9 +17,7 @@ from jrnet.config import Config
 
 
 def new_run_id() -> str:
-    import wandb.util
-
-    return wandb.util.generate_id()
+    return secrets.token_hex(4)  # the shape of wandb's own ids: 8 lower-case alphanumerics
 
 
 class RunLogger:

@@ -72,6 +72,7 @@ def train(cfg: Config, shards_dir: str, output: str, max_steps: int | None, resu
     universal = start is not None and checkpoint.needs_universal(start, env.world_size)
     engine = build_engine(cfg, model, env.world_size, plan.micro_batch, load_universal=universal)
     dtype = next(p.dtype for p in engine.module.parameters() if p.is_floating_point())
+    torch.manual_seed(cfg.train.seed + env.rank)  # same init on every rank (above), own dropout masks from here
 
     progress, run_id = Progress(), None
     if start is not None:

@@ -344,10 +344,15 @@ def run_tasks(tasks: Sequence[ShardTask], workers: int, desc: str) -> dict[str, 
             pending.append(task)
     sizes = {task.path.name: len(task.samples) for task in tasks}
     total, done = sum(sizes.values()), sum(sizes[name] for name in results)
-    with tqdm(total=total, initial=done, unit="ref", desc=desc, dynamic_ncols=True) as progress:
-        for result in _map(write_shard, pending, workers):
-            results[result.name] = result
-            progress.update(sizes[result.name])
+    try:
+        with tqdm(total=total, initial=done, unit="ref", desc=desc, dynamic_ncols=True) as progress:
+            for result in _map(write_shard, pending, workers):
+                results[result.name] = result
+                progress.update(sizes[result.name])
+    except BaseException:
+        for directory in {task.path.parent for task in pending}:
+            remove_temporaries(directory)  # of workers the failure terminated mid-shard
+        raise
     return results
 
 
@@ -370,10 +375,16 @@ def prepare_out_dir(out_dir: Path, plans: Sequence[SplitPlan]) -> None:
     (out_dir / "manifest.json").unlink(missing_ok=True)
     planned = {task.path.name for plan in plans for task in plan.tasks}
     planned |= {state_path(Path(name)).name for name in planned}
+    remove_temporaries(out_dir)
     for path in out_dir.iterdir():
-        stale = OUR_FILE.match(path.name) and path.name not in planned
-        if stale or TEMPORARY_FILE.match(path.name):
+        if OUR_FILE.match(path.name) and path.name not in planned:
             path.unlink()
+
+
+def remove_temporaries(directory: Path) -> None:
+    for path in directory.iterdir():
+        if TEMPORARY_FILE.match(path.name):
+            path.unlink(missing_ok=True)
 
 
 def read_glove_file(glove_file: Path | None, vocab: Vocab) -> GloveMatch | None:
@@ -511,7 +522,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="shard.py", description="Write a refer-layout dataset as WebDataset shards (see the module doc)."
     )
-    parser.add_argument("dataset", choices=list(DATASETS))
+    parser.add_argument(
+        "dataset",
+        choices=list(DATASETS),
+        help="unc = refcoco, unc+ = refcoco+, gref = refcocog (umd), referit = refclef (berkeley), synthetic",
+    )
     parser.add_argument(
         "--data-root", type=Path, default=Path("data"), help="refer layout root (default data/)"
     )
@@ -523,7 +538,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--glove", type=Path, help="GloVe text file: bake the vocabulary's vectors into glove.npy"
     )
-    parser.add_argument("--samples-per-shard", type=positive_int, default=DEFAULT_SAMPLES_PER_SHARD)
+    parser.add_argument(
+        "--samples-per-shard",
+        type=positive_int,
+        default=DEFAULT_SAMPLES_PER_SHARD,
+        help="refs per tar (default 500)",
+    )
     parser.add_argument("--skip-missing", action="store_true", help="skip refs whose image is missing")
     parser.add_argument(
         "--split-by", help="refs(<split-by>).p, e.g. google for gref (default: the dataset's)"
