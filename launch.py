@@ -5,6 +5,8 @@
     torchrun --nproc_per_node N launch.py ...      srun python launch.py ...      python launch.py ...
 
 Everything that can be checked before a rank starts training is checked first, with a clear error.
+Exit codes: 0 finished; 2 bad input (nothing started); 75 stopped by a signal after a complete checkpoint
+(the caller requeues, and `--resume auto` continues from that step).
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from pathlib import Path
 from jrnet.config import ConfigError, load_config
 from jrnet.data import DataError, LoaderPlan, ShardSet
 from jrnet.engine import deepspeed_config
+
+EXIT_REQUEUE = 75  # EX_TEMPFAIL: checkpointed on a signal, run again to continue
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -58,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     from jrnet.train import train
 
     result = train(cfg, args.shards, args.output, args.max_steps, args.resume)
-    return 0 if result.stopped_by_signal is None else 0
+    return 0 if result.stopped_by_signal is None else EXIT_REQUEUE
 
 
 if __name__ == "__main__":

@@ -45,3 +45,44 @@ def evaluate_split(forward, cfg: Config, shards: ShardSet, split: str, device, d
             if len(panels) < overlays:
                 panels.append((overlay_panel(jpg, mask.numpy(), pred.cpu().numpy(), f"{raw}  (IoU {iou:.2f})"), raw))
     return acc.all_reduce().summary(), panels
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+    import json
+    import logging
+    from pathlib import Path
+
+    from jrnet.distributed import init_distributed
+    from jrnet.inference import checkpoint_config, load_model
+    from jrnet.metrics import format_table
+
+    p = argparse.ArgumentParser(description="Evaluate a JRNet checkpoint: the paper's table per split.")
+    p.add_argument("--checkpoint", required=True, help="run folder, checkpoint folder, or exported model.pt")
+    p.add_argument("--shards", required=True)
+    p.add_argument("--split", dest="splits", action="append", help="repeatable; default: the config's eval splits")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--output", default=None, help="JSON file for the results (default: beside the checkpoint)")
+    p.add_argument("--limit", type=int, default=None, help="only the first N refs of each split")
+    p.add_argument("--local_rank", "--local-rank", type=int, default=None, help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    env = init_distributed()
+    shards = ShardSet.open(args.shards, checkpoint_config(args.checkpoint).data.dataset)
+    model, cfg = load_model(args.checkpoint, shards)
+    cfg.data.eval_limit = args.limit
+    model.to(env.device)
+    results = {}
+    for split in args.splits or cfg.data.eval_splits:
+        results[split], _ = evaluate_split(model, cfg, shards, split, env.device, torch.float32, args.batch_size)
+    if env.is_main:
+        print(format_table(results))
+        ck = Path(args.checkpoint)
+        out = Path(args.output) if args.output else (ck if ck.is_dir() else ck.parent) / "evaluate.json"
+        out.write_text(json.dumps({"checkpoint": str(ck), "splits": results}, indent=2))
+        print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

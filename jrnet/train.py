@@ -36,11 +36,17 @@ class Progress:
 
 
 class StopSignal:
-    """SIGUSR1/SIGTERM ask for a checkpoint at the next step boundary (Slurm's warning before the time limit)."""
+    """SIGUSR1/SIGUSR2/SIGTERM ask for a checkpoint at the next step boundary, then a clean stop.
+
+    Slurm sends one ahead of the time limit (`--signal`) or on preemption; submitit uses USR2. The handler
+    only sets a flag: all ranks agree at the step boundary and save the same step together.
+    """
+
+    SIGNALS = (signal.SIGUSR1, signal.SIGUSR2, signal.SIGTERM)
 
     def __init__(self):
         self.received: int | None = None
-        for sig in (signal.SIGUSR1, signal.SIGTERM):
+        for sig in self.SIGNALS:
             signal.signal(sig, self._handler)
 
     def _handler(self, signum, frame):
