@@ -35,7 +35,9 @@ def deepspeed_config(cfg: Config, world_size: int, micro_batch: int, load_univer
         "gradient_accumulation_steps": t.grad_accum_steps,
         "gradient_clipping": t.grad_clip,
         "zero_optimization": {"stage": zero_stage(cfg, theirs)},
-        "bf16": {"enabled": precision == "bf16"},
+        # bf16: torch autocast around fp32 weights (BatchNorm statistics and the frozen trunk stay fp32);
+        # fp16 (GPUs without bf16): DeepSpeed's fp16 weights with dynamic loss scaling.
+        "torch_autocast": {"enabled": precision == "bf16", "dtype": "bfloat16"},
         "fp16": {"enabled": precision == "fp16"},
         "steps_per_print": 10**9,  # our own logger reports
         "wall_clock_breakdown": False,

@@ -1,8 +1,9 @@
 """RIS metrics, named unambiguously: overall IoU = sum(I) / sum(U); mean IoU = mean of per-sample IoU;
 prec@X = share of samples with IoU strictly greater than X (the paper's "greater than the threshold X").
 
-Everything is kept as integer / float64 partial sums, so the sums of several ranks add up exactly to the
-single-process result (each sample is counted on exactly one rank).
+Everything is kept as integer partial sums (per-sample IoU in fixed point, 2**-32 resolution), so the sums
+of several ranks add up exactly, in any order, to the single-process result (each sample is counted on exactly
+one rank).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import torch.distributed as dist
 from jrnet.distributed import comm_device
 
 THRESHOLDS = (0.5, 0.6, 0.7, 0.8, 0.9)
+IOU_SCALE = 2**32
 
 
 def sample_iou(intersection: int, union: int) -> float:
@@ -26,7 +28,7 @@ def sample_iou(intersection: int, union: int) -> float:
 class IoUAccumulator:
     intersection: int = 0
     union: int = 0
-    iou_sum: float = 0.0
+    iou_fixed: int = 0  # sum of round(IoU * IOU_SCALE): integer sums do not depend on the order of addition
     count: int = 0
     above: list[int] = field(default_factory=lambda: [0] * len(THRESHOLDS))
 
@@ -42,7 +44,7 @@ class IoUAccumulator:
         ious = [sample_iou(i, u) for i, u in zip(inter, union, strict=True)]
         self.intersection += sum(inter)
         self.union += sum(union)
-        self.iou_sum += sum(ious)
+        self.iou_fixed += sum(round(iou * IOU_SCALE) for iou in ious)
         self.count += len(ious)
         for k, threshold in enumerate(THRESHOLDS):
             self.above[k] += sum(iou > threshold for iou in ious)
@@ -52,26 +54,26 @@ class IoUAccumulator:
         return IoUAccumulator(
             self.intersection + other.intersection,
             self.union + other.union,
-            self.iou_sum + other.iou_sum,
+            self.iou_fixed + other.iou_fixed,
             self.count + other.count,
             [a + b for a, b in zip(self.above, other.above, strict=True)],
         )
 
     def all_reduce(self) -> IoUAccumulator:
-        """Sum the partial sums of every rank (float64 holds these integers exactly up to 2**53)."""
+        """Sum the partial sums of every rank, in int64."""
         if not (dist.is_available() and dist.is_initialized()):
             return self
-        values = [self.intersection, self.union, self.iou_sum, self.count, *self.above]
-        t = torch.tensor(values, dtype=torch.float64, device=comm_device())
+        values = [self.intersection, self.union, self.iou_fixed, self.count, *self.above]
+        t = torch.tensor(values, dtype=torch.int64, device=comm_device())
         dist.all_reduce(t)
         v = t.tolist()
-        return IoUAccumulator(int(v[0]), int(v[1]), v[2], int(v[3]), [int(x) for x in v[4:]])
+        return IoUAccumulator(v[0], v[1], v[2], v[3], v[4:])
 
     def summary(self) -> dict[str, float]:
         n = max(self.count, 1)
         out = {f"prec@{t}": self.above[k] / n for k, t in enumerate(THRESHOLDS)}
         out["overall_iou"] = sample_iou(self.intersection, self.union)
-        out["mean_iou"] = self.iou_sum / n
+        out["mean_iou"] = self.iou_fixed / IOU_SCALE / n
         out["samples"] = self.count
         return out
 

@@ -27,12 +27,12 @@ import argparse
 import hashlib
 import io
 import json
-import multiprocessing
 import os
 import re
 import sys
 import time
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -227,12 +227,18 @@ def warn(message: str) -> None:
 
 
 def rgb_jpeg(path: Path) -> tuple[bytes, tuple[int, int]]:
-    """(JPEG bytes, (width, height)): the file itself when it is an RGB JPEG, else an RGB re-encoding."""
+    """(JPEG bytes, (width, height)): the file itself when it is an RGB JPEG, else an RGB re-encoding.
+
+    Every image is decoded once here, so a file cut short fails now, naming itself, not mid-training.
+    """
     data = path.read_bytes()
     try:
         with Image.open(io.BytesIO(data)) as image:
+            size = image.size
             if image.format == "JPEG" and image.mode == "RGB":
-                return data, image.size
+                image.draft("RGB", (size[0] // 8, size[1] // 8))  # DCT-scaled decode: reads all data, fast
+                image.load()
+                return data, size
             rgb = image.convert("RGB")  # grayscale, CMYK, palette, PNG ...
     except (UnidentifiedImageError, OSError) as error:
         raise InputError(f"{path}: cannot read the image ({error})") from error
@@ -351,18 +357,30 @@ def run_tasks(tasks: Sequence[ShardTask], workers: int, desc: str) -> dict[str, 
                 progress.update(sizes[result.name])
     except BaseException:
         for directory in {task.path.parent for task in pending}:
-            remove_temporaries(directory)  # of workers the failure terminated mid-shard
+            remove_temporaries(directory)  # a worker killed from outside leaves its temporary file
         raise
     return results
 
 
 def _map(function, tasks: Sequence[ShardTask], workers: int) -> Iterator[ShardResult]:
-    """One task per shard; in-process for a single worker (simpler to debug, same bytes)."""
+    """Results in completion order, one process task per shard; in-process for a single worker.
+
+    A ProcessPoolExecutor rather than multiprocessing.Pool: Pool.terminate() after a worker's error can
+    deadlock while its feeder thread is blocked writing a large shard task into the pipe (seen here), and a
+    worker killed from outside (OOM) hangs Pool forever where the executor raises. On an error the shards not
+    started are cancelled and the running ones finish whole, so no half-written file is left behind.
+    """
     if workers == 1 or len(tasks) <= 1:
         yield from map(function, tasks)
         return
-    with multiprocessing.Pool(min(workers, len(tasks))) as pool:
-        yield from pool.imap_unordered(function, tasks, chunksize=1)
+    with ProcessPoolExecutor(max_workers=min(workers, len(tasks))) as executor:
+        futures = [executor.submit(function, task) for task in tasks]
+        try:
+            for future in as_completed(futures):
+                yield future.result()
+        finally:
+            for future in futures:
+                future.cancel()
 
 
 # ---------------------------------------------------------------- the output folder

@@ -173,13 +173,16 @@ def sample_scene(rng: np.random.Generator, width: int, height: int, palette: Seq
     shapes = rng.choice(SHAPES, size=int(rng.integers(1, 4)), replace=False)
     colours = rng.choice(palette, size=int(rng.integers(1, 4)), replace=False)
     things: list[Thing] = []
-    for _ in range(int(rng.integers(2, 6))):
+    wanted = int(rng.integers(2, 6))
+    for _ in range(20):  # a shape that finds no room is replaced by a new draw (a smaller one fits)
         shape, colour = str(rng.choice(shapes)), str(rng.choice(colours))
         size = "big" if rng.random() < 0.5 else "small"
         radius = float(rng.uniform(*RADII[size]))
         placed = place(rng, things, shape, radius, width, height)
         if placed is not None:
             things.append(Thing(shape, colour, size, placed[0], placed[1], radius))
+        if len(things) == wanted or (placed is None and len(things) >= 2):
+            break
     return things
 
 

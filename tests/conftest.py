@@ -6,6 +6,12 @@ from pathlib import Path
 
 import pytest
 
+
+def pytest_configure(config: pytest.Config) -> None:
+    # pycocotools 2.0.x under numpy 2 warns on every mask decode; nothing of ours to fix.
+    config.addinivalue_line("filterwarnings", "ignore:__array__ implementation doesn't accept a copy keyword")
+
+
 TINY_IMAGES = 30  # about 80 refs: every split, grayscale/CMYK images and every segmentation kind
 TINY_SAMPLES_PER_SHARD = 8
 

@@ -368,6 +368,34 @@ def test_empty_masks_are_recorded_and_skipped_tiny_ones_kept(synthetic_root, tmp
     np.testing.assert_array_equal(tiny > 0, expected)
 
 
+def damage_image(path: Path, damage: str) -> None:
+    if damage == "header only":
+        path.write_bytes(path.read_bytes()[:300])
+    elif damage == "cut short":  # opens fine, breaks only when decoded
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    else:
+        with Image.open(path) as image:
+            image.resize((image.width + 1, image.height)).save(path)
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("damage", ["header only", "cut short", "resized"])
+def test_a_broken_image_met_by_a_worker_ends_the_run_cleanly(synthetic_root, tmp_path, capsys, damage):
+    root = copy_root(synthetic_root, tmp_path)
+    files = sorted((root / "images" / "synthetic").glob("*.jpg"))
+    path = next(file for file in reversed(files) if Image.open(file).mode == "RGB")
+    damage_image(path, damage)
+    out = tmp_path / "out"
+    argv = ["synthetic", "--data-root", str(root), "--out", str(out), "--workers", "2"]
+    assert main([*argv, "--samples-per-shard", "4"]) == 2
+    message = error_line(capsys.readouterr().err)
+    assert str(path) in message
+    assert ("instances.json says" if damage == "resized" else "cannot read the image") in message
+    folder = out / "synthetic"
+    assert not (folder / "manifest.json").exists()
+    assert not [p.name for p in folder.iterdir() if ".tmp" in p.name]  # only whole shards, kept for a rerun
+
+
 def test_missing_refs_or_instances_file_is_named(synthetic_root, tmp_path, capsys):
     assert main(["unc", "--data-root", str(tmp_path / "none"), "--out", str(tmp_path / "out")]) == 2
     assert (
