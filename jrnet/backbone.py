@@ -52,7 +52,9 @@ def load_trunk_weights(trunk: nn.Module, path: str | Path) -> None:
         if key not in state:
             raise WeightsError(f"{path}: missing key {key!r} for the {type(trunk).__name__} trunk")
         if state[key].shape != value.shape:
-            raise WeightsError(f"{path}: key {key!r} has shape {tuple(state[key].shape)}, expected {tuple(value.shape)}")
+            raise WeightsError(
+                f"{path}: key {key!r} has shape {tuple(state[key].shape)}, expected {tuple(value.shape)}"
+            )
     extra = sorted(set(state) - set(own))
     if extra:
         raise WeightsError(f"{path}: unexpected key {extra[0]!r} (is this a {len(own)}-tensor ResNet trunk?)")
@@ -99,7 +101,9 @@ class Backbone(nn.Module):
         size = (self.feature_size, self.feature_size)
         return [F.interpolate(feats[name], size=size, mode="bilinear", align_corners=False) for name in LEVELS]
 
-    def forward(self, image: torch.Tensor | None = None, cached: list[torch.Tensor] | None = None) -> list[torch.Tensor]:
+    def forward(
+        self, image: torch.Tensor | None = None, cached: list[torch.Tensor] | None = None
+    ) -> list[torch.Tensor]:
         levels = cached if cached is not None else self.trunk_features(image)
         dtype = self.project[0][0].weight.dtype
         return [proj(level.to(dtype)) for proj, level in zip(self.project, levels, strict=True)]

@@ -37,8 +37,12 @@ def tag_for(step: int) -> str:
 
 
 def rng_state() -> dict:
-    return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate(),
-            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
+    return {
+        "torch": torch.get_rng_state(),
+        "numpy": np.random.get_state(),
+        "python": random.getstate(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+    }
 
 
 def set_rng_state(state: dict) -> None:
@@ -52,14 +56,19 @@ def set_rng_state(state: dict) -> None:
 def save(engine, folder: Path, step: int, client_state: dict, env: DistEnv, keep: int) -> Path:
     """Called on every rank with the same step. Returns the checkpoint folder."""
     tag = tag_for(step)
-    engine.save_checkpoint(str(folder), tag=tag, client_state=client_state, save_latest=False,
-                           exclude_frozen_parameters=True)
+    engine.save_checkpoint(
+        str(folder), tag=tag, client_state=client_state, save_latest=False, exclude_frozen_parameters=True
+    )
     # Each rank's RNG (DeepSpeed keeps client_state from rank 0 only): dropout continues exactly on resume.
     torch.save(rng_state(), folder / tag / f"rng_rank{env.rank:05d}.pt")
     barrier()
     if env.is_main:
-        meta = {"step": step, "world_size": env.world_size, "zero_stage": engine.zero_optimization_stage(),
-                "config": client_state["config"]}
+        meta = {
+            "step": step,
+            "world_size": env.world_size,
+            "zero_stage": engine.zero_optimization_stage(),
+            "config": client_state["config"],
+        }
         atomic_write_text(folder / tag / "meta.json", json.dumps(meta))
         atomic_write_text(folder / LATEST, tag)
         prune(folder, keep, protect=tag)
@@ -119,9 +128,23 @@ def make_universal(path: Path, env: DistEnv) -> Path:
     if env.is_main and not out.is_dir():
         tmp = path.with_name(f".{path.name}_universal.tmp")
         shutil.rmtree(tmp, ignore_errors=True)
-        subprocess.run([sys.executable, "-m", "deepspeed.checkpoint.ds_to_universal", "--input_folder", str(path),
-                        "--output_folder", str(tmp), "--inject_missing_state", "--num_extract_workers", "1",
-                        "--num_merge_workers", "1"], check=True)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "deepspeed.checkpoint.ds_to_universal",
+                "--input_folder",
+                str(path),
+                "--output_folder",
+                str(tmp),
+                "--inject_missing_state",
+                "--num_extract_workers",
+                "1",
+                "--num_merge_workers",
+                "1",
+            ],
+            check=True,
+        )
         for extra in path.glob("rng_rank*.pt"):
             shutil.copy2(extra, tmp / extra.name)
         shutil.copy2(path / "meta.json", tmp / "meta.json")

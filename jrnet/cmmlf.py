@@ -101,7 +101,8 @@ class ConcatFusion(nn.Module):
         )
 
     def forward(self, visual, sentence):
-        return self.project(torch.cat([torch.cat([v, tile(s, v)], dim=1) for v, s in zip(visual, sentence)], dim=1))
+        pairs = [torch.cat([v, tile(s, v)], dim=1) for v, s in zip(visual, sentence, strict=True)]
+        return self.project(torch.cat(pairs, dim=1))
 
 
 def build_fusion(name: str, cfg: ModelConfig) -> nn.Module:

@@ -148,7 +148,9 @@ def resolve_config_path(path: str | Path) -> Path:
     named = CONFIG_DIR / f"{p.name}.yaml"
     if named.exists():
         return named
-    raise ConfigError(f"config file not found: {path} (named configs: {sorted(c.stem for c in CONFIG_DIR.glob('*.yaml'))})")
+    raise ConfigError(
+        f"config file not found: {path} (named configs: {sorted(c.stem for c in CONFIG_DIR.glob('*.yaml'))})"
+    )
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:

@@ -116,8 +116,13 @@ class ErrorPolicy:
         if self.strict:
             raise DataError(f"broken data in {where}: {exn}") from exn
         self.skipped += 1
-        log.warning("skipping broken data in %s (%s: %s); %d skipped in this worker", where, type(exn).__name__,
-                    exn.args[0] if exn.args else "", self.skipped)
+        log.warning(
+            "skipping broken data in %s (%s: %s); %d skipped in this worker",
+            where,
+            type(exn).__name__,
+            exn.args[0] if exn.args else "",
+            self.skipped,
+        )
         return True
 
 
@@ -235,16 +240,26 @@ def train_loader(cfg: Config, shards: ShardSet, plan: LoaderPlan, epoch: int, sk
     _, world, _, _ = wds.utils.pytorch_worker_info()
     workers = max(1, cfg.data.workers)
     if len(urls) < world * workers:
-        log.warning("%d shards < %d ranks x %d workers: consumers read overlapping shards this epoch "
-                    "(sampling with replacement); shard with a smaller --samples-per-shard", len(urls), world, workers)
+        log.warning(
+            "%d shards < %d ranks x %d workers: consumers read overlapping shards this epoch "
+            "(sampling with replacement); shard with a smaller --samples-per-shard",
+            len(urls),
+            world,
+            workers,
+        )
     return _loader(train_pipeline(cfg, urls, plan, epoch, skip), cfg.data.workers)
 
 
 def _loader(pipeline, workers: int):
     # Its own generator: creating an iterator must not draw from the global RNG that dropout uses, or a
     # resumed run (new iterator mid-epoch) would drift from an uninterrupted one.
-    return wds.WebLoader(pipeline, batch_size=None, num_workers=workers, persistent_workers=False,
-                         generator=torch.Generator().manual_seed(0))
+    return wds.WebLoader(
+        pipeline,
+        batch_size=None,
+        num_workers=workers,
+        persistent_workers=False,
+        generator=torch.Generator().manual_seed(0),
+    )
 
 
 # ---------------------------------------------------------------- evaluation

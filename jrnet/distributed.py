@@ -34,8 +34,12 @@ def slurm_to_torch_env(environ=os.environ) -> None:
     tasks_per_node = environ.get("SLURM_NTASKS_PER_NODE", environ.get("SLURM_TASKS_PER_NODE", "1"))
     environ["LOCAL_WORLD_SIZE"] = tasks_per_node.split("(")[0].split(",")[0]
     if "MASTER_ADDR" not in environ:
-        nodes = subprocess.run(["scontrol", "show", "hostnames", environ["SLURM_JOB_NODELIST"]],
-                               capture_output=True, text=True, check=True).stdout.split()
+        nodes = subprocess.run(
+            ["scontrol", "show", "hostnames", environ["SLURM_JOB_NODELIST"]],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.split()
         environ["MASTER_ADDR"] = nodes[0]
     environ.setdefault("MASTER_PORT", str(20000 + int(environ.get("SLURM_JOB_ID", "0")) % 20000))
 

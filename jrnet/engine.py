@@ -82,7 +82,7 @@ def _check_agreement(ours: dict, theirs: dict, path: Path, prefix: str) -> None:
         elif value != ours[key]:
             raise ConfigError(
                 f"{path}: {prefix}{key}={value!r} conflicts with the run config, which needs {ours[key]!r} "
-                "(set it through train.* instead: global_batch_size, grad_accum_steps, zero_stage, precision, grad_clip)"
+                "(set it with train.global_batch_size, grad_accum_steps, zero_stage, precision or grad_clip)"
             )
 
 

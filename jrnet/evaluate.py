@@ -18,13 +18,16 @@ from jrnet.visualize import overlay_panel
 
 def predict_masks(logits: torch.Tensor, sizes: list[tuple[int, int]]) -> list[torch.Tensor]:
     """Logits (B, 1, S, S) -> boolean masks at each sample's original (H, W): bilinear, then > 0."""
-    return [F.interpolate(logits[i : i + 1].float(), size=size, mode="bilinear", align_corners=False)[0, 0] > 0
-            for i, size in enumerate(sizes)]
+    return [
+        F.interpolate(logits[i : i + 1].float(), size=size, mode="bilinear", align_corners=False)[0, 0] > 0
+        for i, size in enumerate(sizes)
+    ]
 
 
 @torch.no_grad()
-def evaluate_split(forward, cfg: Config, shards: ShardSet, split: str, device, dtype, batch_size: int,
-                   overlays: int = 0) -> tuple[dict, list]:
+def evaluate_split(
+    forward, cfg: Config, shards: ShardSet, split: str, device, dtype, batch_size: int, overlays: int = 0
+) -> tuple[dict, list]:
     """Every rank must call this: ranks that run out of data keep pace with dummy batches (ZeRO-3 gathers)."""
     acc = IoUAccumulator()
     panels = []

@@ -36,8 +36,14 @@ def checkpoint_config(path: str | Path) -> Config:
 def export_model(path: str | Path, shards: ShardSet, out: Path) -> Path:
     """Consolidated fp32 weights + config in one file: no DeepSpeed, shards or backbone file needed to load it."""
     model, cfg = load_model(path, shards)
-    torch.save({"config": cfg.to_dict(), "vocab_size": model.text.embedding.num_embeddings,
-                "state_dict": model.state_dict()}, out)
+    torch.save(
+        {
+            "config": cfg.to_dict(),
+            "vocab_size": model.text.embedding.num_embeddings,
+            "state_dict": model.state_dict(),
+        },
+        out,
+    )
     return out
 
 
@@ -62,7 +68,9 @@ def load_model(path: str | Path, shards: ShardSet | None = None, overrides: dict
     trunk_buffers = {n for n, _ in model.named_buffers() if n.startswith("backbone.trunk.")}
     lost = sorted(set(missing) - frozen - trunk_buffers)
     if lost or unexpected:
-        raise RuntimeError(f"{folder}: checkpoint does not fit the model: missing {lost[:3]}, unexpected {unexpected[:3]}")
+        raise RuntimeError(
+            f"{folder}: checkpoint does not fit the model: missing {lost[:3]}, unexpected {unexpected[:3]}"
+        )
     return model.eval(), cfg
 
 

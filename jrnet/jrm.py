@@ -52,7 +52,10 @@ class EncoderLayer(nn.Module):
         self.norm1, self.norm2 = nn.LayerNorm(c), nn.LayerNorm(c)
         self.attn = JointAttention(c, cfg.jrm_heads, cfg.jrm_dropout, cfg.attention)
         self.ffn = nn.Sequential(
-            nn.Linear(c, cfg.jrm_ffn), nn.ReLU(inplace=True), nn.Dropout(cfg.jrm_dropout), nn.Linear(cfg.jrm_ffn, c)
+            nn.Linear(c, cfg.jrm_ffn),
+            nn.ReLU(inplace=True),
+            nn.Dropout(cfg.jrm_dropout),
+            nn.Linear(cfg.jrm_ffn, c),
         )
         self.drop1, self.drop2 = nn.Dropout(cfg.jrm_dropout), nn.Dropout(cfg.jrm_dropout)
 

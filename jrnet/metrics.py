@@ -85,5 +85,7 @@ def format_table(results: dict[str, dict[str, float]]) -> str:
     rows = [head, "-" * len(head)]
     for split, m in results.items():
         rows.append(f"{split:<8}" + "".join(f"{100 * m[c]:>12.2f}" for c in cols) + f"{int(m['samples']):>11}")
-    rows.append("prec@X = share of sentences with IoU > X; overall IoU = sum(I)/sum(U); mean IoU = mean per-sentence IoU")
+    rows.append(
+        "prec@X = share of sentences with IoU > X; overall IoU = sum(I)/sum(U); mean IoU = mean per-sentence IoU"
+    )
     return "\n".join(rows)

@@ -32,8 +32,15 @@ class RunLogger:
             import wandb
 
             os.environ.setdefault("WANDB_SILENT", "true")
-            self.wandb = wandb.init(project=cfg.log.project, name=cfg.name, id=run_id, resume="allow",
-                                    mode=cfg.log.wandb, dir=str(output), config=cfg.to_dict())
+            self.wandb = wandb.init(
+                project=cfg.log.project,
+                name=cfg.name,
+                id=run_id,
+                resume="allow",
+                mode=cfg.log.wandb,
+                dir=str(output),
+                config=cfg.to_dict(),
+            )
 
     def _truncate_after(self, step: int) -> None:
         if not self.path.is_file():

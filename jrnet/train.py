@@ -62,8 +62,10 @@ class RunResult:
 
 def train(cfg: Config, shards_dir: str, output: str, max_steps: int | None, resume: str) -> RunResult:
     env = init_distributed(cfg.train.threads)
-    logging.basicConfig(level=logging.INFO if env.is_main else logging.WARNING,
-                        format=f"%(asctime)s [rank {env.rank}] %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if env.is_main else logging.WARNING,
+        format=f"%(asctime)s [rank {env.rank}] %(message)s",
+    )
     torch.manual_seed(cfg.train.seed)
     out = Path(output)
     ckdir = out / "checkpoints"
@@ -88,16 +90,30 @@ def train(cfg: Config, shards_dir: str, output: str, max_steps: int | None, resu
         progress, run_id = Progress(**state["progress"]), state["wandb_id"]
         if checkpoint.meta(start)["world_size"] != env.world_size:
             progress.batch_in_epoch = 0  # another split of the data: continue from the start of the epoch
-        log.info("resumed from %s at step %d (epoch %d, batch %d)", start, progress.step, progress.epoch,
-                 progress.batch_in_epoch)
+        log.info(
+            "resumed from %s at step %d (epoch %d, batch %d)",
+            start,
+            progress.step,
+            progress.epoch,
+            progress.batch_in_epoch,
+        )
     run_id = run_id or new_run_id()
     logger = RunLogger(out, cfg, env.is_main, run_id, progress.step)
     stop_at = min(cfg.train.total_steps, max_steps or cfg.train.total_steps)
     precision = resolve_precision(cfg.train.precision)
-    log.info("world %d | global batch %d = %d ranks x micro-batch %d x accumulation %d | %d steps/epoch | "
-             "precision %s | ZeRO-%d | %s", env.world_size, cfg.train.global_batch_size, env.world_size,
-             plan.micro_batch, cfg.train.grad_accum_steps, plan.steps_per_epoch, precision, zero_stage(cfg),
-             env.device)
+    log.info(
+        "world %d | global batch %d = %d ranks x micro-batch %d x accumulation %d | %d steps/epoch | "
+        "precision %s | ZeRO-%d | %s",
+        env.world_size,
+        cfg.train.global_batch_size,
+        env.world_size,
+        plan.micro_batch,
+        cfg.train.grad_accum_steps,
+        plan.steps_per_epoch,
+        precision,
+        zero_stage(cfg),
+        env.device,
+    )
 
     stop = StopSignal()
     ctx = TrainContext(cfg, env, engine, shards, plan, logger, ckdir, dtype, run_id)
@@ -183,8 +199,13 @@ class TrainContext:
         self.engine.step()
         t3 = time.perf_counter()
         self.skipped[epoch, int(batch["worker"])] = int(batch["skipped"])
-        return {"forward": t1 - t0, "backward": t2 - t1, "optimizer": t3 - t2, "loss": loss.item(),
-                "skipped": sum(self.skipped.values())}
+        return {
+            "forward": t1 - t0,
+            "backward": t2 - t1,
+            "optimizer": t3 - t2,
+            "loss": loss.item(),
+            "skipped": sum(self.skipped.values()),
+        }
 
     def log_window(self, progress: Progress, w: Window) -> None:
         n = max(1, w.micro_batches)
@@ -205,18 +226,33 @@ class TrainContext:
         }
         self.logger.log(record)
         if self.env.is_main:
-            log.info("step %d | loss %.4f | lr %.2e | %.1f samples/s | data %.3fs fwd %.3fs bwd %.3fs opt %.3fs",
-                     progress.step, record["loss"], record["lr"], record["samples_per_s"], record["time_data_s"],
-                     record["time_forward_s"], record["time_backward_s"], record["time_optimizer_s"])
+            log.info(
+                "step %d | loss %.4f | lr %.2e | %.1f samples/s | data %.3fs fwd %.3fs bwd %.3fs opt %.3fs",
+                progress.step,
+                record["loss"],
+                record["lr"],
+                record["samples_per_s"],
+                record["time_data_s"],
+                record["time_forward_s"],
+                record["time_backward_s"],
+                record["time_optimizer_s"],
+            )
 
     def evaluate(self, step: int, final: bool = False) -> dict:
         cfg, out = self.cfg, self.ckdir.parent
         self.engine.eval()
         results, images = {}, {}
         for split in cfg.data.eval_splits:
-            summary, panels = evaluate_split(self.engine, cfg, self.shards, split, self.env.device, self.dtype,
-                                             batch_size=self.plan.micro_batch,
-                                             overlays=cfg.log.overlays if self.env.is_main else 0)
+            summary, panels = evaluate_split(
+                self.engine,
+                cfg,
+                self.shards,
+                split,
+                self.env.device,
+                self.dtype,
+                batch_size=self.plan.micro_batch,
+                overlays=cfg.log.overlays if self.env.is_main else 0,
+            )
             results[split] = summary
             images[f"overlays/{split}"] = panels
             if self.env.is_main and panels:
@@ -236,4 +272,3 @@ class TrainContext:
         state = {"progress": progress.__dict__.copy(), "config": self.cfg.to_dict(), "wandb_id": self.run_id}
         path = checkpoint.save(self.engine, self.ckdir, progress.step, state, self.env, self.cfg.train.keep_checkpoints)
         log.info("checkpoint %s", path)
-

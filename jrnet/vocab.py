@@ -150,9 +150,7 @@ def _glove_dim(first_line: bytes, path: str | Path) -> int:
 def _parse_glove_line(line: bytes, dim: int, path: str | Path, number: int) -> tuple[bytes, np.ndarray]:
     fields = line.split()
     if len(fields) < dim + 1:
-        raise GloveFormatError(
-            f"{path}:{number}: expected a word and {dim} numbers, got {len(fields)} fields"
-        )
+        raise GloveFormatError(f"{path}:{number}: expected a word and {dim} numbers, got {len(fields)} fields")
     try:
         vector = np.array([float(value) for value in fields[-dim:]], dtype=np.float32)
     except ValueError as error:

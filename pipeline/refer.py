@@ -160,17 +160,13 @@ class Refer:
         try:
             return self.images[ref["image_id"]]
         except KeyError:
-            raise ReferError(
-                f"ref {ref['ref_id']}: image_id {ref['image_id']} is not in instances.json"
-            ) from None
+            raise ReferError(f"ref {ref['ref_id']}: image_id {ref['image_id']} is not in instances.json") from None
 
     def ann_of(self, ref: Mapping) -> dict:
         try:
             return self.anns[ref["ann_id"]]
         except KeyError:
-            raise ReferError(
-                f"ref {ref['ref_id']}: ann_id {ref['ann_id']} is not in instances.json"
-            ) from None
+            raise ReferError(f"ref {ref['ref_id']}: ann_id {ref['ann_id']} is not in instances.json") from None
 
     def image_path(self, image: Mapping) -> Path:
         # refs' own `file_name` carries the ann id (COCO_train2014_..._16.jpg): use the image's.
@@ -212,15 +208,11 @@ def load_instances(path: Path) -> dict:
 class ReferDataset:
     """Naive per-sample loader of one split: each item reads the image file and rasterises the mask."""
 
-    def __init__(
-        self, data_root: str | Path, dataset: str = "unc", split: str = "train", split_by: str | None = None
-    ):
+    def __init__(self, data_root: str | Path, dataset: str = "unc", split: str = "train", split_by: str | None = None):
         self.refer = Refer.load(data_root, dataset_spec(dataset, split_by))
         self.refs = self.refer.split_refs(split)
         if not self.refs:
-            raise ReferError(
-                f"{dataset}: split {split!r} has no refs (splits: {', '.join(self.refer.splits())})"
-            )
+            raise ReferError(f"{dataset}: split {split!r} has no refs (splits: {', '.join(self.refer.splits())})")
 
     def __len__(self) -> int:
         return len(self.refs)

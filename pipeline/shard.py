@@ -171,9 +171,7 @@ def plan_split(refer: Refer, split: str, vocab: Vocab, args: argparse.Namespace,
         try:
             area = mask_area(ann, image["height"], image["width"])
         except (ValueError, TypeError, KeyError) as error:
-            raise InputError(
-                f"ref {ref['ref_id']}: unreadable segmentation of ann {ann['id']} ({error})"
-            ) from error
+            raise InputError(f"ref {ref['ref_id']}: unreadable segmentation of ann {ann['id']} ({error})") from error
         if area == 0:
             plan.empty_masks.append(int(ref["ref_id"]))
             continue
@@ -299,9 +297,7 @@ def write_atomic(path: Path, data: bytes) -> None:
 def write_tar(task: ShardTask, temporary: Path) -> None:
     with open(temporary, "wb") as stream:
         # Fixed mtime, owner and mode make the bytes depend on the samples only.
-        writer = wds.TarWriter(
-            stream, user=TAR_USER, group=TAR_USER, mode=0o444, encoder=False, mtime=TAR_MTIME
-        )
+        writer = wds.TarWriter(stream, user=TAR_USER, group=TAR_USER, mode=0o444, encoder=False, mtime=TAR_MTIME)
         with writer:
             for sample in task.samples:
                 writer.write(encode_sample(sample))
@@ -416,9 +412,7 @@ def read_glove_file(glove_file: Path | None, vocab: Vocab) -> GloveMatch | None:
         raise InputError(str(error)) from error
 
 
-def write_glove(
-    glove_file: Path | None, match: GloveMatch | None, vocab: Vocab, out_dir: Path
-) -> dict | None:
+def write_glove(glove_file: Path | None, match: GloveMatch | None, vocab: Vocab, out_dir: Path) -> dict | None:
     """glove.npy with the vocabulary's rows; the manifest entry (coverage counts real words only)."""
     target = out_dir / "glove.npy"
     if glove_file is None or match is None:
@@ -545,17 +539,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         choices=list(DATASETS),
         help="unc = refcoco, unc+ = refcoco+, gref = refcocog (umd), referit = refclef (berkeley), synthetic",
     )
-    parser.add_argument(
-        "--data-root", type=Path, default=Path("data"), help="refer layout root (default data/)"
-    )
+    parser.add_argument("--data-root", type=Path, default=Path("data"), help="refer layout root (default data/)")
     parser.add_argument("--out", type=Path, default=Path("shards"), help="output root (default shards/)")
-    parser.add_argument(
-        "--workers", type=positive_int, default=os.cpu_count() or 1, help="parallel shard writers"
-    )
+    parser.add_argument("--workers", type=positive_int, default=os.cpu_count() or 1, help="parallel shard writers")
     parser.add_argument("--max-words", type=positive_int, default=25, help="truncate sentences (default 25)")
-    parser.add_argument(
-        "--glove", type=Path, help="GloVe text file: bake the vocabulary's vectors into glove.npy"
-    )
+    parser.add_argument("--glove", type=Path, help="GloVe text file: bake the vocabulary's vectors into glove.npy")
     parser.add_argument(
         "--samples-per-shard",
         type=positive_int,
@@ -563,13 +551,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="refs per tar (default 500)",
     )
     parser.add_argument("--skip-missing", action="store_true", help="skip refs whose image is missing")
-    parser.add_argument(
-        "--split-by", help="refs(<split-by>).p, e.g. google for gref (default: the dataset's)"
-    )
+    parser.add_argument("--split-by", help="refs(<split-by>).p, e.g. google for gref (default: the dataset's)")
     generator = parser.add_argument_group("synthetic (generated under --data-root when absent)")
-    generator.add_argument(
-        "--num-images", type=positive_int, help=f"default {synthetic.SyntheticOptions.num_images}"
-    )
+    generator.add_argument("--num-images", type=positive_int, help=f"default {synthetic.SyntheticOptions.num_images}")
     generator.add_argument("--seed", type=int, help=f"default {synthetic.SyntheticOptions.seed}")
     return parser.parse_args(argv)
 
@@ -579,9 +563,7 @@ def ensure_synthetic(data_root: Path, num_images: int | None, seed: int | None) 
     existing = synthetic.existing_options(data_root)
     if existing is None:
         defaults = synthetic.SyntheticOptions()
-        options = synthetic.SyntheticOptions(
-            num_images or defaults.num_images, defaults.seed if seed is None else seed
-        )
+        options = synthetic.SyntheticOptions(num_images or defaults.num_images, defaults.seed if seed is None else seed)
         started = time.perf_counter()
         try:
             folder = synthetic.generate(data_root, options)
@@ -606,9 +588,7 @@ def ensure_synthetic(data_root: Path, num_images: int | None, seed: int | None) 
 def train_vocab(refer: Refer) -> Vocab:
     train = [ref for ref in refer.refs if ref["split"] == "train"]
     if not train:
-        raise InputError(
-            f"{refer.spec.refs_path(refer.data_root)}: no train split to build the vocabulary from"
-        )
+        raise InputError(f"{refer.spec.refs_path(refer.data_root)}: no train split to build the vocabulary from")
     return Vocab.build(sentence_words(sentence) for ref in train for sentence in ref["sentences"])
 
 
@@ -636,9 +616,7 @@ def run(args: argparse.Namespace) -> int:
     results = run_tasks(tasks, args.workers, desc=spec.folder)
     writing = time.perf_counter() - writing
     manifest = build_manifest(spec.folder, refer, options, vocab, glove, plans, results)
-    write_atomic(
-        out_dir / "manifest.json", (json.dumps(manifest, indent=2, ensure_ascii=False) + "\n").encode()
-    )
+    write_atomic(out_dir / "manifest.json", (json.dumps(manifest, indent=2, ensure_ascii=False) + "\n").encode())
     print(summary(plans, results, writing, args.workers))
     seconds = time.perf_counter() - started
     print(f"wrote {out_dir / 'manifest.json'} ({len(vocab)} words in the vocabulary) in {seconds:.1f} s")

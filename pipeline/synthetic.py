@@ -38,9 +38,7 @@ from pipeline.refer import dataset_spec, ref_mask
 
 GENERATOR_VERSION = 1
 SHAPES = ("circle", "square", "triangle", "diamond")
-PLURALS = MappingProxyType(
-    {"circle": "circles", "square": "squares", "triangle": "triangles", "diamond": "diamonds"}
-)
+PLURALS = MappingProxyType({"circle": "circles", "square": "squares", "triangle": "triangles", "diamond": "diamonds"})
 COLOURS: Mapping[str, tuple[int, int, int]] = MappingProxyType(
     {
         "red": (215, 35, 35),
@@ -114,9 +112,7 @@ def shape_polygon(shape: str, cx: float, cy: float, r: float) -> list[tuple[floa
     raise ValueError(f"unknown shape {shape!r}")
 
 
-def clip_polygon(
-    points: Sequence[tuple[float, float]], x: float, keep_left: bool
-) -> list[tuple[float, float]]:
+def clip_polygon(points: Sequence[tuple[float, float]], x: float, keep_left: bool) -> list[tuple[float, float]]:
     """The part of a convex polygon on one side of the vertical line at `x` (Sutherland-Hodgman, one edge)."""
 
     def inside(p: tuple[float, float]) -> bool:
@@ -236,9 +232,7 @@ def plural_phrase(thing: Thing, attrs: Sequence[str], noun: str = "shapes") -> s
     return " ".join(word for word in words if word)
 
 
-def unique_descriptions(
-    things: Sequence[Thing], target: Thing, visible: Sequence[str]
-) -> list[tuple[str, ...]]:
+def unique_descriptions(things: Sequence[Thing], target: Thing, visible: Sequence[str]) -> list[tuple[str, ...]]:
     """Minimal attribute sets that single out the target."""
     found: list[tuple[str, ...]] = []
     for attrs in attribute_sets(visible, allow_empty=False):
@@ -259,9 +253,7 @@ def unique_expressions(things: Sequence[Thing], target: Thing, visible: Sequence
 
 
 # direction -> (coordinate, sign: +1 when the direction means a smaller coordinate)
-DIRECTIONS = MappingProxyType(
-    {"left": ("cx", 1), "right": ("cx", -1), "top": ("cy", 1), "bottom": ("cy", -1)}
-)
+DIRECTIONS = MappingProxyType({"left": ("cx", 1), "right": ("cx", -1), "top": ("cy", 1), "bottom": ("cy", -1)})
 EXTREME_TEMPLATES = MappingProxyType(
     {
         "left": ("the {np} on the left", "the leftmost {np}", "left {np}"),
@@ -323,9 +315,7 @@ def ordinal_expressions(things: Sequence[Thing], target: Thing, visible: Sequenc
     return expressions
 
 
-def comparative_expressions(
-    things: Sequence[Thing], target: Thing, visible: Sequence[str]
-) -> list[Expression]:
+def comparative_expressions(things: Sequence[Thing], target: Thing, visible: Sequence[str]) -> list[Expression]:
     """'the bigger of the two red ones' when exactly two look-alikes differ in size."""
     if "size" not in visible:
         return []
@@ -355,9 +345,7 @@ RELATION_TEMPLATES = MappingProxyType(
 def relation_expressions(things: Sequence[Thing], target: Thing, visible: Sequence[str]) -> list[Expression]:
     """'the circle left of the blue square': the only look-alike on that side of a unique landmark."""
     landmarks = [
-        (lm, found[0])
-        for lm in things
-        if lm is not target and (found := unique_descriptions(things, lm, visible))
+        (lm, found[0]) for lm in things if lm is not target and (found := unique_descriptions(things, lm, visible))
     ]
     expressions = []
     for attrs in attribute_sets(visible, allow_empty=False):
@@ -371,9 +359,7 @@ def relation_expressions(things: Sequence[Thing], target: Thing, visible: Sequen
             for direction, templates in RELATION_TEMPLATES.items():
                 side = _position(landmark, direction)
                 target_on_side = _position(target, direction) + MARGIN <= side
-                others_opposite = all(
-                    _position(o, direction) >= side + MARGIN for o in group if o is not target
-                )
+                others_opposite = all(_position(o, direction) >= side + MARGIN for o in group if o is not target)
                 if target_on_side and others_opposite:
                     phrase = noun_phrase(target, attrs)
                     paraphrases = tuple(t.format(np=phrase, lm=landmark_phrase) for t in templates)
@@ -438,9 +424,7 @@ def colour_mode(image_id: int) -> str:
     return {2: "L", 3: "CMYK"}.get(image_id % 40, "RGB")
 
 
-def annotation_segmentation(
-    thing: Thing, ref_number: int | None, height: int, width: int
-) -> tuple[object, int]:
+def annotation_segmentation(thing: Thing, ref_number: int | None, height: int, width: int) -> tuple[object, int]:
     """(segmentation, iscrowd): referred objects cycle through the storage formats a real dataset has."""
     style = None if ref_number is None else ref_number % 12
     if style == 3:
@@ -513,9 +497,7 @@ def save_jpeg(pixels: np.ndarray, path: Path, mode: str) -> None:
     Image.fromarray(pixels, "RGB").convert(mode).save(path, "JPEG", quality=JPEG_QUALITY, subsampling=0)
 
 
-def generate_images(
-    options: SyntheticOptions, image_dir: Path
-) -> Iterator[tuple[dict, list[dict], list[dict]]]:
+def generate_images(options: SyntheticOptions, image_dir: Path) -> Iterator[tuple[dict, list[dict], list[dict]]]:
     rng = np.random.default_rng(options.seed)
     splits = split_of_images(rng, options.num_images)
     counters = Counters()

@@ -22,7 +22,15 @@ def free_port() -> int:
 def env() -> dict:
     e = dict(os.environ)
     e.update(DS_ACCELERATOR="cpu", WANDB_MODE="disabled", PYTHONUNBUFFERED="1")
-    for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "SLURM_PROCID", "SLURM_JOB_ID"):
+    for key in (
+        "RANK",
+        "WORLD_SIZE",
+        "LOCAL_RANK",
+        "MASTER_ADDR",
+        "MASTER_PORT",
+        "SLURM_PROCID",
+        "SLURM_JOB_ID",
+    ):
         e.pop(key, None)
     return e
 
@@ -34,7 +42,15 @@ def launch(args: list[str], ranks: int = 2, timeout: int = 300, check: bool = Tr
         cmd = [sys.executable, *(["-m", module] if module else [str(ROOT / "launch.py")]), *args]
         e = env() | {"MASTER_PORT": str(free_port())}
     else:
-        cmd = [str(BIN / "deepspeed"), "--num_gpus", str(ranks), "--master_port", str(free_port()), *target, *args]
+        cmd = [
+            str(BIN / "deepspeed"),
+            "--num_gpus",
+            str(ranks),
+            "--master_port",
+            str(free_port()),
+            *target,
+            *args,
+        ]
         e = env()
     proc = subprocess.run(cmd, cwd=ROOT, env=e, capture_output=True, text=True, timeout=timeout)
     if check and proc.returncode != 0:

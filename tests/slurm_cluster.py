@@ -70,9 +70,7 @@ def local_cluster(state_dir: str | os.PathLike[str] | None = None) -> Iterator[d
     started = _script("start", env, START_TIMEOUT_S)
     output = f"{started.stdout}\n{started.stderr}".strip()
     if started.returncode == EXIT_UNAVAILABLE:
-        raise ClusterUnavailable(
-            started.stderr.strip().splitlines()[-1] if started.stderr.strip() else output
-        )
+        raise ClusterUnavailable(started.stderr.strip().splitlines()[-1] if started.stderr.strip() else output)
     if started.returncode != 0:
         raise RuntimeError(f"{SCRIPT} start exited {started.returncode}:\n{output}")
     match = re.search(r"^export SLURM_CONF=(\S+)$", started.stdout, re.MULTILINE)

@@ -74,9 +74,7 @@ def test_requeue_restarts_job(slurm_env, tmp_path):
         "sleep 300\n",
     )
     out_file = tmp_path / "requeue.out"
-    job = sbatch(
-        slurm_env, "--nodes=1", "--open-mode=append", f"--output={out_file}", str(script), cwd=tmp_path
-    )
+    job = sbatch(slurm_env, "--nodes=1", "--open-mode=append", f"--output={out_file}", str(script), cwd=tmp_path)
     wait_job(slurm_env, job, states=frozenset({"RUNNING"}) | TERMINAL_STATES)
     deadline = time.monotonic() + 60
     while "run restart=0" not in _output(out_file):

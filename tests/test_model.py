@@ -14,8 +14,19 @@ warnings.filterwarnings("ignore", message="no GloVe vectors.*")
 
 
 def small_config(**overrides) -> ModelConfig:
-    base = dict(backbone="resnet18", image_size=64, feature_size=8, channels=32, word_dim=16, jrm_heads=4,
-                jrm_ffn=64, decoder_channels=32, aspp_rates=(1, 2, 3), output_stride=32, jrm_dropout=0.0)
+    base = dict(
+        backbone="resnet18",
+        image_size=64,
+        feature_size=8,
+        channels=32,
+        word_dim=16,
+        jrm_heads=4,
+        jrm_ffn=64,
+        decoder_channels=32,
+        aspp_rates=(1, 2, 3),
+        output_stride=32,
+        jrm_dropout=0.0,
+    )
     base.update(overrides)
     return ModelConfig(**base)
 

@@ -146,16 +146,12 @@ def test_counts_match_the_source_and_the_manifest(synthetic_root, synthetic_shar
     assert manifest["source"]["refs"] == str((synthetic_root / "synthetic" / "refs(unc).p").resolve())
     for split, entry in manifest["splits"].items():
         split_refs = [ref for ref in refs if ref["split"] == split]
-        split_samples = [
-            json.loads(s["json"]) for s in samples.values() if s["shard"].startswith(f"{split}-")
-        ]
+        split_samples = [json.loads(s["json"]) for s in samples.values() if s["shard"].startswith(f"{split}-")]
         assert len(split_samples) == len(split_refs) == entry["samples"]
         sentences = sum(len(ref["sentences"]) for ref in split_refs)
         assert sum(len(meta["sentences"]) for meta in split_samples) == sentences == entry["sentences"]
         assert {meta["split"] for meta in split_samples} == {split}
-        assert (
-            entry["missing_images"] == [] and entry["empty_masks"] == [] and entry["truncated_sentences"] == 0
-        )
+        assert entry["missing_images"] == [] and entry["empty_masks"] == [] and entry["truncated_sentences"] == 0
         names = [shard["name"] for shard in entry["shards"]]
         assert names == [f"{split}-{i:06d}.tar" for i in range(len(names))]
         for shard_entry in entry["shards"]:
@@ -216,9 +212,7 @@ def test_grayscale_and_cmyk_sources_come_back_as_rgb_jpeg(synthetic_root, synthe
             if original.mode == "RGB":
                 assert sample["jpg"] == file.read_bytes()  # the original bytes, not a re-encoding
             else:
-                difference = np.abs(
-                    np.asarray(stored, np.int16) - np.asarray(original.convert("RGB"), np.int16)
-                )
+                difference = np.abs(np.asarray(stored, np.int16) - np.asarray(original.convert("RGB"), np.int16))
                 assert difference.mean() < 3
     assert modes["L"] and modes["CMYK"] and modes["RGB"]
 
@@ -229,9 +223,7 @@ def test_naive_loader_agrees_with_the_shards(synthetic_root, synthetic_shards):
     assert len(dataset) == manifest_of(synthetic_shards)["splits"]["val"]["samples"]
     for item in (dataset[i] for i in range(len(dataset))):
         sample = samples[f"{item['ref_id']:09d}"]
-        np.testing.assert_array_equal(
-            np.asarray(Image.open(io.BytesIO(sample["mask.png"]))) > 0, item["mask"]
-        )
+        np.testing.assert_array_equal(np.asarray(Image.open(io.BytesIO(sample["mask.png"]))) > 0, item["mask"])
         assert item["image"].shape == (*item["mask"].shape, 3) and item["image"].dtype == np.uint8
         assert item["sentences"] == [s["raw"] for s in json.loads(sample["json"])["sentences"]]
 
@@ -274,9 +266,7 @@ def test_sigkill_midway_then_rerun_finishes_with_identical_shards(tmp_path):
     options = ["--workers", "1", "--samples-per-shard", "1", "--num-images", "30"]
     command = [sys.executable, str(REPO / "pipeline" / "shard.py"), "synthetic", "--data-root", str(root)]
     with open(tmp_path / "log", "wb") as log:
-        process = subprocess.Popen(
-            [*command, "--out", str(out), *options], stdout=log, stderr=log, cwd=tmp_path
-        )
+        process = subprocess.Popen([*command, "--out", str(out), *options], stdout=log, stderr=log, cwd=tmp_path)
     folder = out / "synthetic"
     deadline = time.monotonic() + 120
     while process.poll() is None and not list(folder.glob("*.state.json")) and time.monotonic() < deadline:
@@ -398,10 +388,7 @@ def test_a_broken_image_met_by_a_worker_ends_the_run_cleanly(synthetic_root, tmp
 
 def test_missing_refs_or_instances_file_is_named(synthetic_root, tmp_path, capsys):
     assert main(["unc", "--data-root", str(tmp_path / "none"), "--out", str(tmp_path / "out")]) == 2
-    assert (
-        error_line(capsys.readouterr().err)
-        == f"error: refs file not found: {tmp_path}/none/refcoco/refs(unc).p"
-    )
+    assert error_line(capsys.readouterr().err) == f"error: refs file not found: {tmp_path}/none/refcoco/refs(unc).p"
 
     refcoco = tmp_path / "data" / "refcoco"
     refcoco.mkdir(parents=True)
@@ -461,9 +448,7 @@ def test_glove_rows_of_the_vocabulary_are_baked_in(synthetic_root, tmp_path):
     ("text", "where"),
     [("hello world\n", ":1:"), ("the 1 2 3\nshape 4 5\n", ":2:"), ("", "empty GloVe file")],
 )
-def test_malformed_glove_is_an_error_naming_the_file(
-    synthetic_root, synthetic_shards, tmp_path, capsys, text, where
-):
+def test_malformed_glove_is_an_error_naming_the_file(synthetic_root, synthetic_shards, tmp_path, capsys, text, where):
     glove = write_glove(tmp_path / "bad.txt", text)
     out = tmp_path / "out"
     shutil.copytree(synthetic_shards, out)

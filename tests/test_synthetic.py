@@ -31,9 +31,7 @@ from pipeline.synthetic import (
     unique_expressions,
 )
 
-BIG_AREA = (
-    340  # px: every small shape is below (circle r 9.5: 283 px), every big one above (diamond r 15: 450)
-)
+BIG_AREA = 340  # px: every small shape is below (circle r 9.5: 283 px), every big one above (diamond r 15: 450)
 ORDINAL_WORDS = ("first", "second", "third", "fourth", "fifth")
 
 
@@ -47,9 +45,7 @@ def all_sentences(refer: Refer) -> list[str]:
 
 def tree_digest(root: Path) -> dict[str, str]:
     return {
-        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in root.rglob("*")
-        if p.is_file()
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in root.rglob("*") if p.is_file()
     }
 
 
@@ -60,9 +56,7 @@ def test_same_seed_same_bytes_other_seed_other_data(tmp_path):
     for name, seed in (("a", 5), ("b", 5), ("c", 6)):
         generate(tmp_path / name, SyntheticOptions(num_images=8, seed=seed))
     assert tree_digest(tmp_path / "a") == tree_digest(tmp_path / "b")
-    assert (tmp_path / "a/synthetic/refs(unc).p").read_bytes() != (
-        tmp_path / "c/synthetic/refs(unc).p"
-    ).read_bytes()
+    assert (tmp_path / "a/synthetic/refs(unc).p").read_bytes() != (tmp_path / "c/synthetic/refs(unc).p").read_bytes()
     assert existing_options(tmp_path / "a") == SyntheticOptions(num_images=8, seed=5)
     assert existing_options(tmp_path / "missing") is None
 
@@ -94,9 +88,7 @@ def test_refer_layout_and_fields(synthetic_root):
             assert sentence["tokens"] == sentence["sent"].split() and sentence["raw"].lower().startswith(
                 sentence["sent"]
             )
-    assert len({s for ref in refer.refs for s in ref["sent_ids"]}) == sum(
-        len(ref["sent_ids"]) for ref in refer.refs
-    )
+    assert len({s for ref in refer.refs for s in ref["sent_ids"]}) == sum(len(ref["sent_ids"]) for ref in refer.refs)
 
 
 def test_scenes_vary_and_objects_never_overlap(synthetic_root):
@@ -180,12 +172,7 @@ def test_expressions_need_colour_shape_size_and_relations(synthetic_root):
     words = Counter(word for sentence in all_sentences(load(synthetic_root)) for word in sentence.split())
     assert all(words[colour] for colour in COLOURS) and all(words[shape] for shape in SHAPES)
     assert words["big"] and words["small"] and words["bigger"] + words["larger"] and words["smaller"]
-    assert (
-        words["left"]
-        and words["right"]
-        and words["top"] + words["highest"]
-        and words["bottom"] + words["lowest"]
-    )
+    assert words["left"] and words["right"] and words["top"] + words["highest"] and words["bottom"] + words["lowest"]
     assert words["second"] and words["from"]
     assert words["above"] + words["below"] + words["over"] + words["under"] + words["of"] > 0
 
@@ -239,9 +226,7 @@ EXTREME = [
 ]
 ORDINAL = re.compile(rf"^the (?P<rank>{'|'.join(ORDINAL_WORDS)}) (?P<np>.+) from the (?P<side>\w+)$")
 COMPARATIVE = re.compile(r"^the (?P<more>bigger|larger|smaller)( of the two)? (?P<np>.+)$")
-RELATION = re.compile(
-    r"^the (?P<np>.+?) (to the )?(?P<side>left|right|above|over|below|under)( of)? the (?P<lm>.+)$"
-)
+RELATION = re.compile(r"^the (?P<np>.+?) (to the )?(?P<side>left|right|above|over|below|under)( of)? the (?P<lm>.+)$")
 
 
 def ranked(objects: list[dict], side: str) -> list[dict]:
@@ -333,9 +318,7 @@ def test_ordinals_and_relations_on_a_built_scene():
     )
     assert "the third circle from the left" in phrases(ordinal_expressions(scene, c, visible))
     # c is the only circle right of the square; a and b are both left of it, so neither is "left of" it
-    assert any(
-        p.startswith("the circle right of the ") for p in phrases(relation_expressions(scene, c, visible))
-    )
+    assert any(p.startswith("the circle right of the ") for p in phrases(relation_expressions(scene, c, visible)))
     assert not any("left of" in p for p in phrases(relation_expressions(scene, b, visible)))
 
 

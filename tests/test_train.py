@@ -100,8 +100,14 @@ def test_crash_while_writing_checkpoint_keeps_previous(synthetic_shards, tmp_pat
     script.write_text(CRASH.format(root=str(ROOT)))
     out = tmp_path / "run"
     cmd = [sys.executable, str(script), *run_args(synthetic_shards, out)]
-    proc = subprocess.run(cmd, cwd=ROOT, env=env() | {"MASTER_PORT": str(free_port())}, capture_output=True,
-                          text=True, timeout=300)
+    proc = subprocess.run(
+        cmd,
+        cwd=ROOT,
+        env=env() | {"MASTER_PORT": str(free_port())},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode != 0 and "injected" in proc.stderr
     assert (out / "checkpoints" / "latest").read_text() == "step_00000003"
     assert not (out / "checkpoints" / "step_00000006" / "meta.json").exists()
@@ -113,8 +119,18 @@ def test_crash_while_writing_checkpoint_keeps_previous(synthetic_shards, tmp_pat
 def test_evaluation_identical_on_one_and_two_ranks(straight_runs, synthetic_shards, tmp_path):
     # Batch size 1: each sentence's logits then come from the same kernels whatever the partition, so any
     # difference could only come from duplicated, dropped or inexactly reduced samples.
-    args = ["--checkpoint", str(straight_runs[3]), "--shards", str(synthetic_shards), "--split", "val",
-            "--split", "train", "--batch-size", "1"]
+    args = [
+        "--checkpoint",
+        str(straight_runs[3]),
+        "--shards",
+        str(synthetic_shards),
+        "--split",
+        "val",
+        "--split",
+        "train",
+        "--batch-size",
+        "1",
+    ]
     launch([*args, "--output", str(tmp_path / "one.json")], ranks=1, module="jrnet.evaluate")
     launch([*args, "--output", str(tmp_path / "two.json")], ranks=2, module="jrnet.evaluate")
     one = json.loads((tmp_path / "one.json").read_text())["splits"]
