@@ -59,9 +59,15 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, DataError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    from jrnet.checkpoint import CheckpointError
     from jrnet.train import train
 
-    result = train(cfg, args.shards, args.output, args.max_steps, args.resume)
+    try:
+        result = train(cfg, args.shards, args.output, args.max_steps, args.resume)
+    except (DataError, CheckpointError) as e:
+        # A DataLoader worker's error arrives with its traceback in the message: its last line says what broke.
+        print(f"error: {str(e).strip().splitlines()[-1]}", file=sys.stderr)
+        return 1
     return 0 if result.stopped_by_signal is None else EXIT_REQUEUE
 
 

@@ -23,6 +23,10 @@ from jrnet.distributed import DistEnv, barrier
 LATEST = "latest"
 
 
+class CheckpointError(RuntimeError):
+    """A checkpoint that could not be written; `latest` still names the previous complete one."""
+
+
 def atomic_write_text(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     with open(tmp, "w") as f:
@@ -56,11 +60,20 @@ def set_rng_state(state: dict) -> None:
 def save(engine, folder: Path, step: int, client_state: dict, env: DistEnv, keep: int) -> Path:
     """Called on every rank with the same step. Returns the checkpoint folder."""
     tag = tag_for(step)
-    engine.save_checkpoint(
-        str(folder), tag=tag, client_state=client_state, save_latest=False, exclude_frozen_parameters=True
-    )
-    # Each rank's RNG (DeepSpeed keeps client_state from rank 0 only): dropout continues exactly on resume.
-    torch.save(rng_state(), folder / tag / f"rng_rank{env.rank:05d}.pt")
+    try:
+        engine.save_checkpoint(
+            str(folder), tag=tag, client_state=client_state, save_latest=False, exclude_frozen_parameters=True
+        )
+        # Each rank's RNG (DeepSpeed keeps client_state from rank 0 only): dropout continues exactly on resume.
+        torch.save(rng_state(), folder / tag / f"rng_rank{env.rank:05d}.pt")
+    except (OSError, RuntimeError) as e:  # disk full (torch reports it as a RuntimeError), quota, permissions
+        previous = folder / LATEST
+        kept = previous.read_text().strip() if previous.is_file() else "none"
+        free = shutil.disk_usage(folder).free
+        raise CheckpointError(
+            f"writing checkpoint {folder / tag} failed ({free} bytes free on that disk): {e}; "
+            f"`latest` still names {kept}"
+        ) from e
     barrier()
     if env.is_main:
         meta = {

@@ -33,6 +33,7 @@ import webdataset as wds
 from PIL import Image
 
 from jrnet.config import Config
+from jrnet.vocab import Vocab, load_glove_text
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +76,13 @@ class ShardSet:
     def vocab_size(self) -> int:
         return int(self.manifest["vocab_size"])
 
-    def glove(self) -> np.ndarray | None:
+    def vocab(self) -> Vocab:
+        return Vocab.from_file(self.root / "vocab.json")
+
+    def glove(self, text_file: str | None = None) -> np.ndarray | None:
+        """Vectors for the vocabulary: from a GloVe text file when given, else the shards' baked glove.npy."""
+        if text_file:
+            return load_glove_text(text_file, self.vocab().words)
         path = self.root / "glove.npy"
         return np.load(path) if path.is_file() else None
 

@@ -57,8 +57,9 @@ def main(argv: list[str] | None = None) -> int:
     from pathlib import Path
 
     from jrnet.distributed import init_distributed
-    from jrnet.inference import checkpoint_config, load_model
+    from jrnet.inference import load
     from jrnet.metrics import format_table
+    from jrnet.visualize import gallery
 
     p = argparse.ArgumentParser(description="Evaluate a JRNet checkpoint: the paper's table per split.")
     p.add_argument("--checkpoint", required=True, help="run folder, checkpoint folder, or exported model.pt")
@@ -67,23 +68,29 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--output", default=None, help="JSON file for the results (default: beside the checkpoint)")
     p.add_argument("--limit", type=int, default=None, help="only the first N refs of each split")
+    p.add_argument("--overlays", type=int, default=0, help="write a gallery of the first N sentences per split")
     p.add_argument("--local_rank", "--local-rank", type=int, default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     env = init_distributed()
-    shards = ShardSet.open(args.shards, checkpoint_config(args.checkpoint).data.dataset)
-    model, cfg = load_model(args.checkpoint, shards)
+    trained = load(args.checkpoint, args.shards)
+    cfg = trained.cfg
     cfg.data.eval_limit = args.limit
-    model.to(env.device)
+    model = trained.model.to(env.device)
+    shards = ShardSet.open(args.shards, cfg.data.dataset)
+    ck = Path(args.checkpoint)
+    out = Path(args.output) if args.output else (ck if ck.is_dir() else ck.parent) / "evaluate.json"
     results = {}
     for split in args.splits or cfg.data.eval_splits:
-        results[split], _ = evaluate_split(model, cfg, shards, split, env.device, torch.float32, args.batch_size)
+        overlays = args.overlays if env.is_main else 0
+        results[split], panels = evaluate_split(model, cfg, shards, split, env.device, torch.float32,
+                                                args.batch_size, overlays)
+        if panels:
+            gallery([panel for panel, _ in panels]).save(out.with_name(f"gallery_{split}.png"))
     if env.is_main:
         print(format_table(results))
-        ck = Path(args.checkpoint)
-        out = Path(args.output) if args.output else (ck if ck.is_dir() else ck.parent) / "evaluate.json"
         out.write_text(json.dumps({"checkpoint": str(ck), "splits": results}, indent=2))
-        print(f"wrote {out}")
+        print(f"wrote {out}" + (" and gallery_<split>.png beside it" if args.overlays else ""))
     return 0
 
 

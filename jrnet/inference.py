@@ -5,6 +5,7 @@ come back from where the config says they live: the local weights file and the s
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -13,6 +14,14 @@ from jrnet import checkpoint
 from jrnet.config import Config, config_from_dict
 from jrnet.data import ShardSet
 from jrnet.model import JRNet
+from jrnet.vocab import Vocab
+
+
+@dataclass
+class Trained:
+    model: JRNet
+    cfg: Config
+    vocab: Vocab
 
 
 def checkpoint_folder(path: str | Path) -> Path:
@@ -33,48 +42,38 @@ def checkpoint_config(path: str | Path) -> Config:
     return config_from_dict(checkpoint.meta(checkpoint_folder(path))["config"])
 
 
-def export_model(path: str | Path, shards: ShardSet, out: Path) -> Path:
-    """Consolidated fp32 weights + config in one file: no DeepSpeed, shards or backbone file needed to load it."""
-    model, cfg = load_model(path, shards)
-    torch.save(
-        {
-            "config": cfg.to_dict(),
-            "vocab_size": model.text.embedding.num_embeddings,
-            "state_dict": model.state_dict(),
-        },
-        out,
-    )
-    return out
-
-
-def load_model(path: str | Path, shards: ShardSet | None = None, overrides: dict | None = None) -> tuple[JRNet, Config]:
+def load(path: str | Path, shards: str | Path | None = None) -> Trained:
+    """From an exported file (self-contained) or a checkpoint (needs the shards: vocabulary, GloVe vectors)."""
     path = Path(path)
     if path.is_file():
         blob = torch.load(path, map_location="cpu", weights_only=False)
         cfg = config_from_dict(blob["config"])
-        model = JRNet(_frozen_free(cfg).model, blob["vocab_size"])
+        cfg.model.backbone_weights = None  # every weight is in the file
+        model = JRNet(cfg.model, len(blob["vocab"]))
         model.load_state_dict(blob["state_dict"])
-        return model.eval(), cfg
+        return Trained(model.eval(), cfg, Vocab(blob["vocab"]))
     from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
 
     folder = checkpoint_folder(path)
     cfg = checkpoint_config(folder)
     if shards is None:
-        raise ValueError("loading a DeepSpeed checkpoint needs the shards (vocabulary size, GloVe vectors)")
-    model = JRNet(cfg.model, shards.vocab_size(), shards.glove())
+        raise ValueError(f"{path} is a DeepSpeed checkpoint: pass --shards (vocabulary and GloVe vectors)")
+    shard_set = ShardSet.open(shards, cfg.data.dataset)
+    model = JRNet(cfg.model, shard_set.vocab_size(), shard_set.glove(cfg.model.glove))
     state = get_fp32_state_dict_from_zero_checkpoint(str(folder.parent), tag=folder.name)
     missing, unexpected = model.load_state_dict(state, strict=False)
-    frozen = {n for n, p in model.named_parameters() if not p.requires_grad}
-    trunk_buffers = {n for n, _ in model.named_buffers() if n.startswith("backbone.trunk.")}
-    lost = sorted(set(missing) - frozen - trunk_buffers)
+    restored_elsewhere = {n for n, p in model.named_parameters() if not p.requires_grad}
+    restored_elsewhere |= {n for n, _ in model.named_buffers() if n.startswith("backbone.trunk.")}
+    lost = sorted(set(missing) - restored_elsewhere)
     if lost or unexpected:
-        raise RuntimeError(
-            f"{folder}: checkpoint does not fit the model: missing {lost[:3]}, unexpected {unexpected[:3]}"
-        )
-    return model.eval(), cfg
+        raise RuntimeError(f"{folder}: checkpoint does not fit the model: missing {lost[:3]}, extra {unexpected[:3]}")
+    return Trained(model.eval(), cfg, shard_set.vocab())
 
 
-def _frozen_free(cfg: Config) -> Config:
-    """An exported file carries every weight: do not look for the backbone file again."""
-    cfg.model.backbone_weights = None
-    return cfg
+def export(trained: Trained, out: Path) -> Path:
+    """Consolidated fp32 weights, config and vocabulary in one file: no DeepSpeed, shards or backbone file."""
+    blob = {"config": trained.cfg.to_dict(), "vocab": trained.vocab.words, "state_dict": trained.model.state_dict()}
+    tmp = out.with_name(f".{out.name}.tmp")
+    torch.save(blob, tmp)
+    tmp.replace(out)
+    return out

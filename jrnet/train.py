@@ -75,7 +75,7 @@ def train(cfg: Config, shards_dir: str, output: str, max_steps: int | None, resu
 
     shards = ShardSet.open(shards_dir, cfg.data.dataset)
     plan = LoaderPlan.make(cfg, shards.split(cfg.data.train_split)["samples"], env.world_size)
-    model = JRNet(cfg.model, shards.vocab_size(), shards.glove())
+    model = JRNet(cfg.model, shards.vocab_size(), shards.glove(cfg.model.glove))
     start = checkpoint.resolve(resume, ckdir)
     universal = start is not None and checkpoint.needs_universal(start, env.world_size)
     engine = build_engine(cfg, model, env.world_size, plan.micro_batch, load_universal=universal)

@@ -286,11 +286,14 @@ def fsync_directory(directory: Path) -> None:
 def write_atomic(path: Path, data: bytes) -> None:
     """Write to a temporary name, fsync, then rename: readers see the old file or the whole new one."""
     temporary = path.with_name(f"{path.name}.tmp{os.getpid()}")
-    with open(temporary, "wb") as file:
-        file.write(data)
-        file.flush()
-        os.fsync(file.fileno())
-    os.replace(temporary, path)
+    try:
+        with open(temporary, "wb") as file:
+            file.write(data)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
     fsync_directory(path.parent)
 
 
@@ -630,6 +633,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (InputError, ReferError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except OSError as error:  # disk full, quota, permissions: finished shards stay valid, a rerun resumes
+        print(f"error: writing shards under {args.out} failed: {error}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -1,0 +1,188 @@
+"""Shared helpers of the benchmarks: the header every script prints, interleaved rounds, medians, ratios,
+and COCO-sized test images.
+
+The machine these scripts were written on is shared and noisy (2 cores, other jobs training next to us), so no
+figure here is a lone absolute time: every script measures two (or more) things in the same run, alternating
+them round by round (A B, B A, A B, ...), and reports the median of each and the ratio of the medians.
+Absolute times are printed too, labelled as this machine's.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import io
+import os
+import platform
+import shlex
+import socket
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+PYTHON = Path(sys.executable)
+BIN = PYTHON.parent
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def header(title: str, measures: str) -> None:
+    """Exact command, date, machine and what is measured: printed first by every benchmark."""
+    import torch
+
+    cores = len(os.sched_getaffinity(0))
+    load = os.getloadavg()
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    except (ValueError, OSError):
+        total = float("nan")
+    cmd = " ".join(shlex.quote(a) for a in [os.path.relpath(PYTHON, Path.cwd()), *sys.argv])
+    print(f"# {title}")
+    print(f"command : {cmd}")
+    print(f"date    : {_dt.datetime.now().astimezone().isoformat(timespec='seconds')}")
+    print(
+        f"machine : {socket.gethostname()}, {cores} cores ({cpu_model()}), {total:.0f} GiB RAM, "
+        f"torch {torch.__version__}, python {platform.python_version()}, "
+        f"load average at start {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} (shared machine)"
+    )
+    print(f"measures: {measures}")
+    print()
+
+
+def median(values) -> float:
+    return float(statistics.median(values))
+
+
+def spread(values) -> str:
+    """min..max of a list of numbers, for the reader to judge the noise."""
+    return f"{min(values):.4g}..{max(values):.4g}"
+
+
+def interleave(cases: dict[str, Callable[[], float]], rounds: int, label: str = "") -> dict[str, list[float]]:
+    """Run every case once per round, alternating the order (ABC, CBA, ABC, ...); values per case."""
+    names = list(cases)
+    results: dict[str, list[float]] = {name: [] for name in names}
+    for r in range(rounds):
+        order = names if r % 2 == 0 else names[::-1]
+        for name in order:
+            results[name].append(cases[name]())
+        if label:
+            last = ", ".join(f"{n} {results[n][-1]:.4g}" for n in names)
+            print(f"  {label} round {r + 1}/{rounds}: {last}", flush=True)
+    return results
+
+
+def timed(fn: Callable[[], object]) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def table(rows: list[list[object]], headers: list[str]) -> str:
+    """A GitHub-markdown table (also readable as plain text)."""
+    cells = [[str(c) for c in headers]] + [[str(c) for c in row] for row in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+
+    def line(row):
+        return "| " + " | ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) + " |"
+
+    out = [line(cells[0]), "|" + "|".join("-" * (w + 2) for w in widths) + "|"]
+    out += [line(row) for row in cells[1:]]
+    return "\n".join(out)
+
+
+# ---------------------------------------------------------------- COCO-sized test images
+
+
+def textured_pixels(width: int, height: int, fine: float, seed: int) -> np.ndarray:
+    """uint8 (height, width, 3): smooth colour blobs at three scales plus fine grain, photo-like to a JPEG coder."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    out = np.zeros((height, width, 3), np.float32)
+    for scale, amplitude in ((32, 60), (8, 40), (2, 20)):
+        small = rng.normal(0, 1, (height // scale + 1, width // scale + 1, 3)).astype(np.float32)
+        layer = Image.fromarray(np.uint8(np.clip(128 + amplitude * small, 0, 255))).resize(
+            (width, height), Image.BICUBIC
+        )
+        out += np.asarray(layer, np.float32) - 128
+    out += rng.normal(0, fine, (height, width, 3)).astype(np.float32)
+    return np.uint8(np.clip(out + 128, 0, 255))
+
+
+def coco_like_jpeg(width: int = 640, height: int = 480, target_kb: float = 160, seed: int = 0) -> bytes:
+    """An RGB JPEG (quality 90, 4:2:0) of COCO's typical size: 640 x 480 and about `target_kb` KB.
+
+    The fine grain is searched so the file lands within a few KB of the target (COCO train2014 averages about
+    160 KB); the JPEG decoder's cost depends on the pixel count and the entropy-coded size, both matched.
+    """
+    from PIL import Image
+
+    lo, hi = 0.0, 40.0
+    best = b""
+    for _ in range(12):
+        fine = (lo + hi) / 2
+        buffer = io.BytesIO()
+        Image.fromarray(textured_pixels(width, height, fine, seed)).save(buffer, "JPEG", quality=90)
+        best = buffer.getvalue()
+        if abs(len(best) / 1024 - target_kb) < 3:
+            break
+        if len(best) / 1024 < target_kb:
+            lo = fine
+        else:
+            hi = fine
+    return best
+
+
+def coco_like_polygon(width: int, height: int, seed: int, vertices: int = 40) -> list[float]:
+    """A COCO-style object polygon (flat x, y list): a wobbly ellipse covering roughly 5-25 % of the image."""
+    rng = np.random.default_rng(seed)
+    cx, cy = rng.uniform(0.3, 0.7) * width, rng.uniform(0.3, 0.7) * height
+    rx, ry = rng.uniform(0.12, 0.28) * width, rng.uniform(0.12, 0.28) * height
+    angles = np.sort(rng.uniform(0, 2 * np.pi, vertices))
+    wobble = 1 + 0.15 * rng.standard_normal(vertices)
+    xs = np.clip(cx + rx * wobble * np.cos(angles), 0, width - 1)
+    ys = np.clip(cy + ry * wobble * np.sin(angles), 0, height - 1)
+    return [round(float(v), 2) for pair in zip(xs, ys, strict=True) for v in pair]
+
+
+def mask_png(mask: np.ndarray) -> bytes:
+    """The shard's mask encoding (8-bit 0/255 PNG, level 6), as pipeline/shard.py writes it."""
+    from pipeline.shard import png_mask
+
+    return png_mask(mask)
+
+
+# ---------------------------------------------------------------- a generated dataset and its shards
+
+
+def synthetic_dataset(scratch: Path, num_images: int, workers: int = 2) -> tuple[Path, Path, float]:
+    """Generate the synthetic refer-layout set under scratch/data and shard it to scratch/shards (the real
+    `pipeline/shard.py`, 2 workers, default options); (data root, shards folder, seconds it took)."""
+    import contextlib
+    import subprocess
+
+    data, shards = scratch / "data", scratch / "shards"
+    cmd = [str(PYTHON), str(ROOT / "pipeline" / "shard.py"), "synthetic", "--data-root", str(data)]
+    cmd += ["--out", str(shards), "--workers", str(workers), "--num-images", str(num_images)]
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+    if proc.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd)} failed:\n{proc.stdout}\n{proc.stderr}")
+    with contextlib.suppress(OSError):
+        (scratch / "shard.log").write_text(proc.stdout + proc.stderr)
+    return data, shards, time.perf_counter() - t0

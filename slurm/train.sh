@@ -1,0 +1,115 @@
+#!/bin/bash
+# JRNet training on Slurm: one task per GPU, requeued on the time-limit warning, resumed from the latest
+# complete checkpoint.
+#
+#   sbatch slurm/train.sh [section.key=value ...]
+#   CONFIG=configs/paper_576.yaml SHARDS=/data/shards OUTPUT=runs/p576 \
+#       sbatch --nodes=4 --time=48:00:00 --partition=gpu slurm/train.sh train.lr=2e-4
+#
+# Every #SBATCH line below is a default: an `sbatch` option of the same name wins. Keep
+# --ntasks-per-node equal to --gpus-per-node (one rank per GPU); on CPU-only nodes pass --gpus-per-node=0.
+#
+# Environment (read at submission, sbatch exports it to the job):
+#   CONFIG    YAML file or a name in configs/            (default configs/paper_448.yaml)
+#   SHARDS    folder written by pipeline/shard.py         (default shards)
+#   OUTPUT    run folder: checkpoints/, metrics.jsonl      (default runs/$SLURM_JOB_NAME; keep it the same
+#             across resubmissions: a new job with the same OUTPUT also resumes from its latest checkpoint)
+#   REPO      repository root holding launch.py           (default: the folder sbatch was run from)
+#   PYTHON    interpreter                                  (default python; e.g. /path/to/.venv/bin/python)
+#   MASTER_ADDR / MASTER_PORT   rendezvous (default: first node of the job / 20000 + job id % 20000)
+#   MAX_RESTARTS  stop requeueing after this many restarts (default 20)
+#
+# Time limit: Slurm sends SIGUSR1 to every task 300 s before the end (--signal=USR1@300, no `B:` so it
+# reaches the tasks, not only this shell). Every rank finishes its step, all ranks save that step
+# together, and launch.py exits 75; this script then requeues the job (`scontrol requeue`), and the
+# requeued job (same id, same log file thanks to --open-mode=append) resumes with `--resume auto`.
+# A preemption or an outside `scontrol requeue` sends SIGTERM: the same checkpoint is attempted within
+# the cluster's KillWait, and the restarted job resumes from the latest complete checkpoint either way.
+#
+# Exit codes: 0 finished; 2 bad input (not requeued); 75 checkpointed but could not (or may no more) requeue;
+# anything else: a rank failed (srun --kill-on-bad-exit=1 ended the others).
+#
+#SBATCH --job-name=jrnet
+#SBATCH --nodes=1
+#SBATCH --ntasks-per-node=4
+#SBATCH --gpus-per-node=4
+#SBATCH --cpus-per-task=8
+#SBATCH --time=24:00:00
+#SBATCH --signal=USR1@300
+#SBATCH --requeue
+#SBATCH --open-mode=append
+#SBATCH --output=%x-%j.out
+
+set -uo pipefail
+
+readonly EXIT_REQUEUE=75
+readonly EXIT_BAD_INPUT=2
+
+log() { printf '[train.sh %(%F %T)T] %s\n' -1 "$*"; }
+
+if [[ -z "${SLURM_JOB_ID:-}" ]]; then
+    echo "usage: sbatch [sbatch options] $0 [section.key=value ...]  (this is a Slurm batch script)" >&2
+    exit "$EXIT_BAD_INPUT"
+fi
+
+REPO=${REPO:-${SLURM_SUBMIT_DIR:-$PWD}}
+CONFIG=${CONFIG:-configs/paper_448.yaml}
+SHARDS=${SHARDS:-shards}
+OUTPUT=${OUTPUT:-runs/${SLURM_JOB_NAME:-jrnet}}
+PYTHON=${PYTHON:-python}
+MAX_RESTARTS=${MAX_RESTARTS:-20}
+RESTARTS=${SLURM_RESTART_COUNT:-0}
+
+cd "$REPO" || { echo "error: REPO=$REPO: no such folder" >&2; exit "$EXIT_BAD_INPUT"; }
+[[ -f launch.py ]] || { echo "error: no launch.py in $REPO (set REPO)" >&2; exit "$EXIT_BAD_INPUT"; }
+
+# Rendezvous: rank 0 runs on the first node of the allocation; one port per job id, so two jobs sharing a
+# node do not collide (launch.py derives the same values when they are unset).
+MASTER_ADDR=${MASTER_ADDR:-$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)}
+MASTER_PORT=${MASTER_PORT:-$((20000 + SLURM_JOB_ID % 20000))}
+export MASTER_ADDR MASTER_PORT
+# srun does not inherit --cpus-per-task from sbatch since Slurm 22.05: pass it on explicitly.
+CPUS_PER_TASK=${SLURM_CPUS_PER_TASK:-1}
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-$CPUS_PER_TASK}
+export PYTHONUNBUFFERED=1
+
+log "job $SLURM_JOB_ID ($SLURM_JOB_NAME) restart $RESTARTS | nodes $SLURM_JOB_NODELIST | ${SLURM_NTASKS:-?} tasks" \
+    "| master $MASTER_ADDR:$MASTER_PORT"
+log "config $CONFIG | shards $SHARDS | output $OUTPUT | overrides: ${*:-(none)}"
+
+# One line per task (rank, node, local rank, visible GPUs), then that task becomes the training process.
+# shellcheck disable=SC2016  # expanded by each task's own shell
+TASK_PREFIX='echo "[task $SLURM_PROCID/$SLURM_NTASKS] node ${SLURMD_NODENAME:-$(hostname)} local rank $SLURM_LOCALID'\
+' | host $(hostname) | pid $$ | gpus ${CUDA_VISIBLE_DEVICES:-none} | master $MASTER_ADDR:$MASTER_PORT"; exec "$@"'
+
+srun --kill-on-bad-exit=1 --cpus-per-task="$CPUS_PER_TASK" \
+    bash -c "$TASK_PREFIX" task \
+    "$PYTHON" launch.py --config "$CONFIG" --shards "$SHARDS" --output "$OUTPUT" --resume auto "$@"
+rc=$?
+
+case $rc in
+    0)
+        log "finished: $OUTPUT/eval.json"
+        exit 0
+        ;;
+    "$EXIT_REQUEUE")
+        if ((RESTARTS >= MAX_RESTARTS)); then
+            log "checkpointed, but not requeued: $RESTARTS restarts reached MAX_RESTARTS=$MAX_RESTARTS"
+            exit "$EXIT_REQUEUE"
+        fi
+        log "checkpointed on a signal: requeueing job $SLURM_JOB_ID (restart $((RESTARTS + 1)))"
+        if scontrol requeue "$SLURM_JOB_ID"; then
+            exit 0 # Slurm ends this run here; the requeued job resumes from the checkpoint
+        fi
+        log "scontrol requeue failed: resubmit with the same OUTPUT to resume"
+        exit "$EXIT_REQUEUE"
+        ;;
+    "$EXIT_BAD_INPUT")
+        log "bad input (exit 2): not requeued"
+        exit "$EXIT_BAD_INPUT"
+        ;;
+    *)
+        log "srun exited $rc: a rank failed"
+        exit "$rc"
+        ;;
+esac
