@@ -40,6 +40,8 @@ def preflight(args: argparse.Namespace):
 
     cfg = load_config(args.config, args.overrides)
     shards = ShardSet.open(args.shards, cfg.data.dataset)
+    if cfg.data.feature_cache:
+        shards = shards.features(cfg)
     for split in (cfg.data.train_split, *cfg.data.eval_splits):
         shards.urls(split)
     world = int(os.environ.get("WORLD_SIZE", os.environ.get("SLURM_NTASKS", "1")))

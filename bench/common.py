@@ -169,20 +169,103 @@ def mask_png(mask: np.ndarray) -> bytes:
 
 # ---------------------------------------------------------------- a generated dataset and its shards
 
+WORDS = [
+    "man",
+    "woman",
+    "left",
+    "right",
+    "person",
+    "red",
+    "shirt",
+    "blue",
+    "car",
+    "dog",
+    "cat",
+    "table",
+    "chair",
+    "near",
+    "front",
+    "behind",
+    "big",
+    "small",
+]
 
-def synthetic_dataset(scratch: Path, num_images: int, workers: int = 2) -> tuple[Path, Path, float]:
-    """Generate the synthetic refer-layout set under scratch/data and shard it to scratch/shards (the real
-    `pipeline/shard.py`, 2 workers, default options); (data root, shards folder, seconds it took)."""
-    import contextlib
+
+def make_coco_like(root: Path, images: int, bases: int = 16) -> int:
+    """A refer-layout dataset (as `synthetic`) of COCO-sized JPEGs; returns the number of refs."""
+    import json
+    import pickle
+
+    from pipeline.refer import dataset_spec
+
+    spec = dataset_spec("synthetic")
+    image_dir = spec.image_root(root)
+    image_dir.mkdir(parents=True, exist_ok=True)
+    spec.refs_path(root).parent.mkdir(parents=True, exist_ok=True)
+    jpegs = [coco_like_jpeg(seed=s) for s in range(bases)]  # distinct files cycle through a few contents
+    rng = np.random.default_rng(0)
+    records, anns, refs = [], [], []
+    ann_id = ref_id = sent_id = 0
+    for image_id in range(1, images + 1):
+        name = f"COCO_train2014_{image_id:012d}.jpg"
+        (image_dir / name).write_bytes(jpegs[image_id % bases])
+        records.append({"id": image_id, "file_name": name, "height": 480, "width": 640})
+        split = "val" if image_id % 10 == 0 else "train"
+        for _ in range(2 + image_id % 2):  # 2.5 refs per image on average
+            ann_id += 1
+            polygon = coco_like_polygon(640, 480, seed=ann_id)
+            anns.append({"id": ann_id, "image_id": image_id, "category_id": 1, "segmentation": [polygon]})
+            anns[-1] |= {"iscrowd": 0, "area": 0, "bbox": [0, 0, 1, 1]}
+            sentences = []
+            for _ in range(int(rng.integers(1, 4))):
+                tokens = list(rng.choice(WORDS, size=int(rng.integers(2, 9))))
+                sentences.append({"tokens": tokens, "raw": " ".join(tokens), "sent": " ".join(tokens)})
+                sentences[-1]["sent_id"] = sent_id
+                sent_id += 1
+            refs.append(
+                {
+                    "ref_id": ref_id,
+                    "ann_id": ann_id,
+                    "image_id": image_id,
+                    "category_id": 1,
+                    "split": split,
+                    "sent_ids": [s["sent_id"] for s in sentences],
+                    "sentences": sentences,
+                    "file_name": name.replace(".jpg", f"_{ann_id}.jpg"),
+                }
+            )
+            ref_id += 1
+    categories = [{"id": 1, "name": "thing", "supercategory": "thing"}]
+    spec.instances_path(root).write_text(json.dumps({"images": records, "annotations": anns, "categories": categories}))
+    spec.refs_path(root).write_bytes(pickle.dumps(refs, protocol=4))  # written last: the layout is complete
+    return len(refs)
+
+
+def shard_dataset(data_root: Path, out: Path, workers: int = 2, extra: tuple[str, ...] = ()) -> float:
+    """`pipeline/shard.py synthetic` (the real command) on a refer-layout root; seconds it took."""
     import subprocess
 
-    data, shards = scratch / "data", scratch / "shards"
-    cmd = [str(PYTHON), str(ROOT / "pipeline" / "shard.py"), "synthetic", "--data-root", str(data)]
-    cmd += ["--out", str(shards), "--workers", str(workers), "--num-images", str(num_images)]
+    cmd = [str(PYTHON), str(ROOT / "pipeline" / "shard.py"), "synthetic", "--data-root", str(data_root)]
+    cmd += ["--out", str(out), "--workers", str(workers), *extra]
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
     if proc.returncode != 0:
         raise SystemExit(f"{' '.join(cmd)} failed:\n{proc.stdout}\n{proc.stderr}")
-    with contextlib.suppress(OSError):
-        (scratch / "shard.log").write_text(proc.stdout + proc.stderr)
+    return time.perf_counter() - t0
+
+
+def synthetic_dataset(scratch: Path, num_images: int, workers: int = 2) -> tuple[Path, Path, float]:
+    """Generate the synthetic set under scratch/data and shard it to scratch/shards with default options;
+    (data root, shards folder, seconds it took)."""
+    data, shards = scratch / "data", scratch / "shards"
+    seconds = shard_dataset(data, shards, workers, ("--num-images", str(num_images)))
+    return data, shards, seconds
+
+
+def coco_like_dataset(scratch: Path, num_images: int, workers: int = 2) -> tuple[Path, Path, float]:
+    """The COCO-sized stand-in under scratch/coco-data, sharded (100 refs per shard) to scratch/coco-shards."""
+    data, shards = scratch / "coco-data", scratch / "coco-shards"
+    t0 = time.perf_counter()
+    make_coco_like(data, num_images)
+    shard_dataset(data, shards, workers, ("--samples-per-shard", "100"))
     return data, shards, time.perf_counter() - t0

@@ -1,6 +1,6 @@
 """Figure 2: the training loader's samples/s against its limit and against a naive per-sample loader.
 
-    .venv/bin/python bench/loader.py [--quick] [--shards DIR --data-root DIR]
+    .venv/bin/python bench/loader.py [--quick]
 
 Three ways to produce the same kind of training batch (image normalised at S x S, mask at S x S, token ids) from
 the same generated dataset, same number of samples, same batch size, same worker count (0 = in the main process,
@@ -12,15 +12,15 @@ and 2 DataLoader workers), in interleaved rounds, medians:
   naive refer  : `pipeline.refer.ReferDataset` as RIS codebases load data: per sample open the JPEG file and
                  rasterise the polygon/RLE with pycocotools at full resolution, then the same resize/normalise;
                  a map-style DataLoader with shuffle.
-S = the demo config's image_size, and 448 (the paper's) in the full run. Torch threads: 1 (as each training rank
-on this 2-core machine). Samples/s counts from loader creation to the last batch (worker start-up included, as
-training pays it every epoch).
+Datasets: the generated synthetic set (96-160 px JPEGs) at the demo config's S; in the full run also a COCO-sized
+stand-in (640 x 480, ~160 KB JPEGs, 40-vertex polygons; see common.make_coco_like) at the paper's S = 448.
+Torch threads: 1 (as each training rank on this 2-core machine). Samples/s counts from loader creation to the
+last batch (worker start-up and the shuffle buffer's first fill included, as training pays them every epoch).
 """
 
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import random
 import shutil
@@ -31,16 +31,13 @@ import time
 from itertools import islice
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+import numpy as np
+import torch
+from common import coco_like_dataset, header, interleave, median, spread, synthetic_dataset, table
+from PIL import Image
 
-from common import header, interleave, median, spread, synthetic_dataset, table  # noqa: E402
-
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from PIL import Image  # noqa: E402
-
-from jrnet.config import load_config  # noqa: E402
-from jrnet.data import MEAN, STD, LoaderPlan, ShardSet, decode_image, decode_mask, encode_tokens, train_loader  # noqa: E402
+from jrnet.config import load_config
+from jrnet.data import MEAN, STD, LoaderPlan, ShardSet, decode_image, decode_mask, encode_tokens, train_loader
 
 
 def loader_config(image_size: int, workers: int):
@@ -50,14 +47,12 @@ def loader_config(image_size: int, workers: int):
 # ---------------------------------------------------------------- 1. the training loader
 
 
-def run_train_loader(shards: Path, image_size: int, workers: int, batches: int) -> int:
+def run_train_loader(shards: Path, image_size: int, workers: int, batches: int):
     cfg = loader_config(image_size, workers)
     shard_set = ShardSet.open(shards, cfg.data.dataset)
     plan = LoaderPlan.make(cfg, shard_set.split(cfg.data.train_split)["samples"], 1)
-    n = 0
     for batch in islice(train_loader(cfg, shard_set, plan, epoch=0), batches):
-        n += batch["image"].shape[0]
-    return n
+        yield batch["image"].shape[0]
 
 
 # ---------------------------------------------------------------- 2. the bare decode + resize loop (the limit)
@@ -99,23 +94,21 @@ class BareTarLoop(torch.utils.data.IterableDataset):
         }
 
 
-def run_bare(shards: Path, image_size: int, workers: int, batches: int) -> int:
+def run_bare(shards: Path, image_size: int, workers: int, batches: int):
     cfg = loader_config(image_size, workers)
     shard_set = ShardSet.open(shards, cfg.data.dataset)
     micro = LoaderPlan.make(cfg, shard_set.split(cfg.data.train_split)["samples"], 1).micro_batch
     dataset = BareTarLoop(shard_set.urls(cfg.data.train_split), image_size, cfg.data.max_words, batches * micro)
-    n = 0
     if workers == 0:  # the plain loop
         samples = iter(dataset)
         while chunk := list(islice(samples, micro)):
-            n += torch.stack([s["image"] for s in chunk]).shape[0]
             torch.stack([s["mask"] for s in chunk])
             torch.stack([s["tokens"] for s in chunk])
-        return n
+            yield torch.stack([s["image"] for s in chunk]).shape[0]
+        return
     loader = torch.utils.data.DataLoader(dataset, batch_size=micro, num_workers=workers, drop_last=True)
     for batch in loader:
-        n += batch["image"].shape[0]
-    return n
+        yield batch["image"].shape[0]
 
 
 # ---------------------------------------------------------------- 3. the naive per-sample refer loader
@@ -149,7 +142,7 @@ class NaiveRefer(torch.utils.data.Dataset):
         }
 
 
-def run_naive(data_root: Path, shards: Path, image_size: int, workers: int, batches: int) -> int:
+def run_naive(data_root: Path, shards: Path, image_size: int, workers: int, batches: int):
     cfg = loader_config(image_size, workers)
     shard_set = ShardSet.open(shards, cfg.data.dataset)
     micro = LoaderPlan.make(cfg, shard_set.split(cfg.data.train_split)["samples"], 1).micro_batch
@@ -162,109 +155,139 @@ def run_naive(data_root: Path, shards: Path, image_size: int, workers: int, batc
         drop_last=True,
         generator=torch.Generator().manual_seed(0),
     )
-    n = 0
     for batch in islice(loader, batches):
-        n += batch["image"].shape[0]
-    return n
+        yield batch["image"].shape[0]
 
 
 # ---------------------------------------------------------------- main
 
 
 def check_same_output(data_root: Path, shards: Path, image_size: int) -> str:
-    """The three produce the same tensors for one ref (same decode, resize and normalisation)."""
+    """The bare loop and the naive loader give the same tensors for the same ref (the first train ref whose
+    source file is an RGB JPEG: the shards re-encode grayscale/CMYK ones, so those differ by design)."""
     cfg = loader_config(image_size, 0)
-    shard_set = ShardSet.open(shards, cfg.data.dataset)
-    bare = next(iter(BareTarLoop(shard_set.urls("train")[:1], image_size, cfg.data.max_words, 1)))
-    naive = NaiveRefer(data_root, shards, image_size, cfg.data.max_words)[0]  # ref 0 = first in shard order
-    with tarfile.open(shard_set.urls("train")[0]) as tar:
-        first = json.loads(next(tar.extractfile(m).read() for m in tar if m.name.endswith(".json")))
-    same_ref = first["ref_id"] == naive_ref_id(naive, data_root)
+    naive_set = NaiveRefer(data_root, shards, image_size, cfg.data.max_words)
+    refer = naive_set.refer.refer
+    index = 0
+    for index, ref in enumerate(naive_set.refer.refs):  # noqa: B007 (used after the loop)
+        with Image.open(refer.image_path(refer.image_of(ref))) as source:
+            if source.format == "JPEG" and source.mode == "RGB":
+                break
+    key = f"{ref['ref_id']:09d}"
+    for url in ShardSet.open(shards, cfg.data.dataset).urls("train"):
+        with tarfile.open(url) as tar:
+            parts = {m.name.partition(".")[2]: tar.extractfile(m).read() for m in tar if m.name.startswith(key + ".")}
+        if parts:
+            break
+    bare = BareTarLoop([], image_size, cfg.data.max_words, 0)._decode(parts)
+    naive = naive_set[index]
     image_diff = (bare["image"] - naive["image"]).abs().max().item()
     mask_equal = torch.equal(bare["mask"], naive["mask"])
-    return f"first train ref: same ref {same_ref}, image max |diff| {image_diff:.2e}, masks equal {mask_equal}"
+    return (
+        f"check: ref {ref['ref_id']} through the bare loop and the naive loader: image max |diff| {image_diff:.1e}, "
+        f"masks equal {mask_equal}"
+    )
 
 
-def naive_ref_id(_item, data_root: Path) -> int:
-    from pipeline.refer import ReferDataset
+def measure(name, data_root, shards, size, n_wanted, rounds) -> list[list[object]]:
+    train_refs = ShardSet.open(shards, "synthetic").split("train")["samples"]
+    micro = load_config("demo").train.global_batch_size
+    batches = min(n_wanted, train_refs) // micro
+    n = batches * micro
+    print(f"\n{name}: {train_refs} train refs, S={size}, {n} samples per measurement")
+    print(check_same_output(data_root, shards, size))
+    rows = []
+    for workers in (0, 2):
+        cases = {
+            "train loader": lambda w=workers: run_train_loader(shards, size, w, batches),
+            "bare limit": lambda w=workers: run_bare(shards, size, w, batches),
+            "naive refer": lambda w=workers: run_naive(data_root, shards, size, w, batches),
+        }
+        for fn in cases.values():  # warm-up (page cache, imports, first-call costs); not counted
+            sum(fn())
+        steady: dict[str, list[float]] = {k: [] for k in cases}
 
-    return ReferDataset(data_root, "synthetic", "train").refs[0]["ref_id"]
+        def rate(key, cases=cases, steady=steady):
+            t0 = time.perf_counter()
+            first, got = None, 0
+            for size_of_batch in cases[key]():
+                got += size_of_batch
+                if first is None:
+                    first, after_first = time.perf_counter(), got
+            end = time.perf_counter()
+            if got != n:
+                raise SystemExit(f"{key}: expected {n} samples, got {got}")
+            steady[key].append((got - after_first) / (end - first))
+            return n / (end - t0)
+
+        result = interleave({k: (lambda k=k: rate(k)) for k in cases}, rounds, label=f"workers={workers} samples/s")
+        limit, steady_limit = median(result["bare limit"]), median(steady["bare limit"])
+        for key in cases:
+            m, ms = median(result[key]), median(steady[key])
+            rows.append(
+                [
+                    name,
+                    size,
+                    workers,
+                    n,
+                    key,
+                    f"{m:.0f}",
+                    spread(result[key]),
+                    f"{m / limit:.2f}",
+                    f"{ms:.0f}",
+                    f"{ms / steady_limit:.2f}",
+                ]
+            )
+        train, naive = median(result["train loader"]), median(result["naive refer"])
+        print(f"  -> train loader / naive refer = {train / naive:.2f}, train loader / bare limit = {train / limit:.2f}")
+    return rows
 
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--quick", action="store_true", help="demo image size only, fewer samples and rounds (~1 min)")
-    p.add_argument("--shards", type=Path, help="existing shards folder (with synthetic/); default: generate")
-    p.add_argument("--data-root", type=Path, help="the refer-layout data the shards were made from")
+    p.add_argument("--quick", action="store_true", help="the synthetic set only, fewer samples and rounds (~1 min)")
     args = p.parse_args()
     torch.set_num_threads(1)
     demo = load_config("demo")
-    sizes = [demo.model.image_size] if args.quick else [demo.model.image_size, 448]
-    samples = {demo.model.image_size: 512 if args.quick else 2048, 448: 768}
     rounds = 2 if args.quick else 3
     header(
         "Figure 2: training loader vs its decode+resize limit vs a naive per-sample refer loader",
-        f"samples/s of three loaders over the same synthetic train split, image sizes {sizes}, 0 and 2 workers, "
-        f"batch = the demo config's micro-batch for 1 rank ({demo.train.global_batch_size}), {rounds} interleaved "
-        "rounds, medians; torch threads 1",
+        "samples/s of three loaders over the same train split, 0 and 2 workers, batch = the demo config's "
+        f"micro-batch for 1 rank ({demo.train.global_batch_size}), {rounds} interleaved rounds, medians; "
+        f"torch threads 1. Datasets: the synthetic set at the demo's S={demo.model.image_size}"
+        + ("" if args.quick else "; the COCO-sized stand-in (640x480, ~160 KB JPEGs) at the paper's S=448"),
     )
     scratch = Path(tempfile.mkdtemp(prefix="bench-loader-"))
     try:
-        if args.shards:
-            if not args.data_root:
-                raise SystemExit("--shards needs --data-root (the naive loader reads the original files)")
-            data_root, shards = args.data_root, args.shards
-        else:
-            data_root, shards, seconds = synthetic_dataset(scratch, 800 if args.quick else 2000)
-            print(f"generated + sharded the synthetic set in {seconds:.1f} s (this machine): {shards}")
-        train_refs = ShardSet.open(shards, "synthetic").split("train")["samples"]
-        micro = demo.train.global_batch_size
-        print(f"train split: {train_refs} refs; micro-batch {micro}")
-        print(check_same_output(data_root, shards, demo.model.image_size))
-
-        rows = []
-        for size in sizes:
-            batches = min(samples[size], train_refs) // micro
-            n = batches * micro
-            for workers in (0, 2):
-                cases = {
-                    "train loader": lambda s=size, w=workers, b=batches: run_train_loader(shards, s, w, b),
-                    "bare limit": lambda s=size, w=workers, b=batches: run_bare(shards, s, w, b),
-                    "naive refer": lambda s=size, w=workers, b=batches: run_naive(data_root, shards, s, w, b),
-                }
-                for fn in cases.values():  # warm-up: page cache, imports; not counted
-                    fn()
-
-                def rate(fn, n=n):
-                    t0 = time.perf_counter()
-                    got = fn()
-                    if got != n:
-                        raise SystemExit(f"expected {n} samples, got {got}")
-                    return n / (time.perf_counter() - t0)
-
-                result = interleave(
-                    {k: (lambda f=f: rate(f)) for k, f in cases.items()},
-                    rounds,
-                    label=f"S={size} workers={workers} samples/s",
-                )
-                limit = median(result["bare limit"])
-                for name in cases:
-                    m = median(result[name])
-                    rows.append(
-                        [size, workers, n, name, f"{m:.0f}", spread(result[name]), f"{m / limit:.2f}", f"{1e3 / m:.2f}"]
-                    )
-                train, naive = median(result["train loader"]), median(result["naive refer"])
-                print(f"  -> train loader / naive refer = {train / naive:.2f}x, train loader / limit = {train / limit:.2f}")
+        data_root, shards, seconds = synthetic_dataset(scratch, 800 if args.quick else 2000)
+        print(f"generated + sharded the synthetic set in {seconds:.1f} s (this machine)")
+        rows = measure("synthetic", data_root, shards, demo.model.image_size, 512 if args.quick else 2048, rounds)
+        if not args.quick:
+            data_root, shards, seconds = coco_like_dataset(scratch, 400)
+            print(f"\nwrote + sharded the COCO-sized stand-in in {seconds:.1f} s (this machine)")
+            rows += measure("coco-sized", data_root, shards, 448, 384, rounds)
         print()
         print(
             table(
                 rows,
-                ["S", "workers", "samples", "loader", "samples/s (median)", "range", "/ bare limit", "ms/sample wall"],
+                [
+                    "dataset",
+                    "S",
+                    "workers",
+                    "samples",
+                    "loader",
+                    "samples/s (median)",
+                    "range",
+                    "/ bare limit",
+                    "after 1st batch samples/s",
+                    "/ bare limit",
+                ],
             )
         )
         print(
-            "\n(samples/s are this machine's, shared with other jobs; the ratios within one S and worker count come "
-            "from interleaved rounds of the same run)"
+            "\n(samples/s are this machine's, shared with other jobs; ratios compare loaders measured in "
+            "interleaved rounds of the same run, same dataset, S and worker count. 'after 1st batch' leaves out "
+            "start-up: worker processes, the shuffle buffer's first fill)"
         )
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
@@ -272,5 +295,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    io  # noqa: B018 (kept for symmetry with decode helpers)
     sys.exit(main())

@@ -17,8 +17,6 @@ The projection for full RefCOCO (50,000 refs, 20,000 images) uses the coco stand
 from __future__ import annotations
 
 import argparse
-import json
-import pickle
 import re
 import shutil
 import subprocess
@@ -27,15 +25,12 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from common import (  # noqa: E402
+from common import (
     PYTHON,
     ROOT,
-    coco_like_jpeg,
-    coco_like_polygon,
     header,
     interleave,
+    make_coco_like,
     median,
     spread,
     table,
@@ -46,75 +41,6 @@ REFCOCO_REFS, REFCOCO_IMAGES = 50_000, 20_000
 # 100 per shard keep that balance (at 500 the COCO stand-in would be 2-3 shards and one worker would idle).
 SAMPLES_PER_SHARD = 100
 SUMMARY = re.compile(r"(\d+) refs in ([\d.]+) s = (\d+) refs/s with (\d+) worker")
-WORDS = [
-    "man",
-    "woman",
-    "left",
-    "right",
-    "person",
-    "red",
-    "shirt",
-    "blue",
-    "car",
-    "dog",
-    "cat",
-    "table",
-    "chair",
-    "near",
-    "front",
-    "behind",
-    "big",
-    "small",
-]
-
-
-def make_coco_like(root: Path, images: int, bases: int = 16) -> int:
-    """A refer-layout dataset (as `synthetic`) of COCO-sized JPEGs; returns the number of refs."""
-    import numpy as np
-
-    from pipeline.refer import dataset_spec
-
-    spec = dataset_spec("synthetic")
-    image_dir = spec.image_root(root)
-    image_dir.mkdir(parents=True, exist_ok=True)
-    spec.refs_path(root).parent.mkdir(parents=True, exist_ok=True)
-    jpegs = [coco_like_jpeg(seed=s) for s in range(bases)]  # distinct files cycle through a few contents
-    rng = np.random.default_rng(0)
-    records, anns, refs = [], [], []
-    ann_id = ref_id = sent_id = 0
-    for image_id in range(1, images + 1):
-        name = f"COCO_train2014_{image_id:012d}.jpg"
-        (image_dir / name).write_bytes(jpegs[image_id % bases])
-        records.append({"id": image_id, "file_name": name, "height": 480, "width": 640})
-        split = "val" if image_id % 10 == 0 else "train"
-        for _ in range(2 + image_id % 2):  # 2.5 refs per image on average
-            ann_id += 1
-            polygon = coco_like_polygon(640, 480, seed=ann_id)
-            anns.append({"id": ann_id, "image_id": image_id, "category_id": 1, "segmentation": [polygon]})
-            anns[-1] |= {"iscrowd": 0, "area": 0, "bbox": [0, 0, 1, 1]}
-            sentences = []
-            for _ in range(int(rng.integers(1, 4))):
-                tokens = list(rng.choice(WORDS, size=int(rng.integers(2, 9))))
-                sentences.append({"tokens": tokens, "raw": " ".join(tokens), "sent": " ".join(tokens)})
-                sentences[-1]["sent_id"] = sent_id
-                sent_id += 1
-            refs.append(
-                {
-                    "ref_id": ref_id,
-                    "ann_id": ann_id,
-                    "image_id": image_id,
-                    "category_id": 1,
-                    "split": split,
-                    "sent_ids": [s["sent_id"] for s in sentences],
-                    "sentences": sentences,
-                    "file_name": name.replace(".jpg", f"_{ann_id}.jpg"),
-                }
-            )
-            ref_id += 1
-    categories = [{"id": 1, "name": "thing", "supercategory": "thing"}]
-    spec.instances_path(root).write_text(json.dumps({"images": records, "annotations": anns, "categories": categories}))
-    spec.refs_path(root).write_bytes(pickle.dumps(refs, protocol=4))  # written last: the layout is complete
-    return len(refs)
 
 
 def shard_once(data_root: Path, scratch: Path, workers: int) -> dict:

@@ -86,7 +86,8 @@ class Backbone(nn.Module):
             warnings.warn("frozen backbone with random weights: set model.backbone_weights", stacklevel=2)
         if self.frozen:
             self.trunk.requires_grad_(False)
-        self.project = nn.ModuleList(LevelProjection(c, cfg.channels) for c in LEVEL_CHANNELS[cfg.backbone])
+        self.level_channels = list(LEVEL_CHANNELS[cfg.backbone])
+        self.project = nn.ModuleList(LevelProjection(c, cfg.channels) for c in self.level_channels)
 
     def train(self, mode: bool = True):
         super().train(mode)
@@ -101,9 +102,8 @@ class Backbone(nn.Module):
         size = (self.feature_size, self.feature_size)
         return [F.interpolate(feats[name], size=size, mode="bilinear", align_corners=False) for name in LEVELS]
 
-    def forward(
-        self, image: torch.Tensor | None = None, cached: list[torch.Tensor] | None = None
-    ) -> list[torch.Tensor]:
-        levels = cached if cached is not None else self.trunk_features(image)
+    def forward(self, image: torch.Tensor | None = None, cached: torch.Tensor | None = None) -> list[torch.Tensor]:
+        """`cached`: trunk levels from the feature cache, (B, C2 + C3 + C4, H, W), instead of the image."""
+        levels = self.trunk_features(image) if cached is None else cached.split(self.level_channels, dim=1)
         dtype = self.project[0][0].weight.dtype
         return [proj(level.to(dtype)) for proj, level in zip(self.project, levels, strict=True)]

@@ -56,6 +56,7 @@ class ModelConfig:
     aspp_rates: tuple[int, ...] = (6, 12, 24)
     decoder_channels: int = 512
     decoder_upsamples: int = 2  # bilinear x2 steps in the decoder
+    mask_prior: float = 0.1  # initial foreground probability of the logits (RefCOCO objects cover ~10-15%)
 
     def variant_flags(self) -> tuple[str, str, bool, bool]:
         return VARIANTS[self.variant]
@@ -70,6 +71,7 @@ class DataConfig:
     workers: int = 2  # DataLoader workers per rank
     shuffle_buffer: int = 1000
     on_error: str = "warn"  # warn (skip, log and count broken samples) | strict (fail naming the shard)
+    feature_cache: bool = False  # read cached frozen-trunk features (pipeline/shard.py --features) instead of images
     eval_limit: int | None = None  # evaluate only the first N refs of each split (None: all)
 
 
@@ -123,6 +125,8 @@ class Config:
         _choice("log.wandb", self.log.wandb, ("offline", "online", "disabled"))
         if m.channels % m.jrm_heads:
             raise ConfigError(f"model.channels={m.channels} is not divisible by model.jrm_heads={m.jrm_heads}")
+        if not 0 < m.mask_prior < 1:
+            raise ConfigError(f"model.mask_prior={m.mask_prior} must be in (0, 1)")
         if not 1 <= m.jrm_layers <= 12:
             raise ConfigError(f"model.jrm_layers={m.jrm_layers} must be in 1..12")
         if t.global_batch_size < 1 or t.grad_accum_steps < 1:

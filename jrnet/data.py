@@ -47,8 +47,9 @@ class DataError(RuntimeError):
 
 @dataclass(frozen=True)
 class ShardSet:
-    root: Path  # <shards>/<dataset>
+    root: Path  # the tars and their manifest: <shards>/<dataset>, or a feature cache below it
     manifest: dict
+    meta_root: Path | None = None  # vocab.json and glove.npy, when not in `root`
 
     @classmethod
     def open(cls, shards: str | Path, dataset: str) -> ShardSet:
@@ -73,17 +74,31 @@ class ShardSet:
             raise DataError(f"shard listed in {self.root / 'manifest.json'} is missing: {missing[0]}")
         return urls
 
+    def features(self, cfg: Config) -> ShardSet:
+        """The feature cache made for this run's trunk, weights and resolution (jrnet/features.py)."""
+        from jrnet.features import cache_root, explain_mismatch, fingerprint
+
+        fp = fingerprint(cfg)
+        root = cache_root(self.root, fp)
+        if not (root / "manifest.json").is_file():
+            raise DataError(
+                f"no complete feature cache for this run under {self.root / 'features'} "
+                f"({explain_mismatch(self.root, fp)}); make it with: python pipeline/shard.py "
+                f"{self.manifest['dataset']} --out {self.root.parent} --features CONFIG"
+            )
+        return ShardSet(root, json.loads((root / "manifest.json").read_text()), self.root)
+
     def vocab_size(self) -> int:
         return int(self.manifest["vocab_size"])
 
     def vocab(self) -> Vocab:
-        return Vocab.from_file(self.root / "vocab.json")
+        return Vocab.from_file((self.meta_root or self.root) / "vocab.json")
 
     def glove(self, text_file: str | None = None) -> np.ndarray | None:
         """Vectors for the vocabulary: from a GloVe text file when given, else the shards' baked glove.npy."""
         if text_file:
             return load_glove_text(text_file, self.vocab().words)
-        path = self.root / "glove.npy"
+        path = (self.meta_root or self.root) / "glove.npy"
         return np.load(path) if path.is_file() else None
 
 
@@ -192,6 +207,18 @@ def decode_image(data: bytes, size: int) -> torch.Tensor:
     return torch.from_numpy(array.transpose(2, 0, 1).copy())
 
 
+def decode_levels(data: bytes) -> torch.Tensor:
+    """Feature-cache levels, fp16 (C2 + C3 + C4, H, W)."""
+    return torch.from_numpy(np.load(io.BytesIO(data)))
+
+
+def model_input(sample: dict, size: int) -> dict:
+    """What the model reads from a sample: the cached trunk levels when the shard has them, else the image."""
+    if "levels.npy" in sample:
+        return {"levels": decode_levels(sample["levels.npy"])}
+    return {"image": decode_image(sample["jpg"], size)}
+
+
 def decode_mask(data: bytes, size: int | None = None) -> torch.Tensor:
     mask = Image.open(io.BytesIO(data)).convert("L")
     if size is not None:
@@ -212,18 +239,29 @@ def train_sample(sample: dict, cfg: Config, epoch: int) -> dict:
         raise ValueError(f"ref {meta['ref_id']} has no sentences", sample.get("__url__", ""))
     sentence = random.Random(f"sentence-{cfg.train.seed}-{epoch}-{meta['ref_id']}").choice(meta["sentences"])
     try:
-        image = decode_image(sample["jpg"], cfg.model.image_size)
+        inputs = model_input(sample, cfg.model.image_size)
         mask = decode_mask(sample["mask.png"], cfg.model.image_size)
     except Exception as exn:  # a corrupt JPEG or PNG inside an intact tar
         raise ValueError(f"{sample['__key__']}: cannot decode image or mask: {exn}", sample["__url__"]) from exn
-    return {"image": image, "mask": mask, "tokens": encode_tokens(sentence["tokens"], cfg.data.max_words)}
+    return {**inputs, "mask": mask, "tokens": encode_tokens(sentence["tokens"], cfg.data.max_words)}
 
 
 def collate_train(samples: list[dict], policy: ErrorPolicy, skip: int) -> dict:
-    batch = {k: torch.stack([s[k] for s in samples]) for k in ("image", "mask", "tokens")}
+    keys = [k for k in ("image", "levels", "mask", "tokens") if k in samples[0]]
+    batch = {k: torch.stack([s[k] for s in samples]) for k in keys}
     batch["skipped"] = torch.tensor(policy.skipped)  # cumulative in this worker
     batch["worker"] = torch.tensor(logical_worker(skip)[2])
     return batch
+
+
+def model_kwargs(batch: dict, device, dtype) -> dict:
+    """Keyword arguments of JRNet.forward for a batch from image shards or from the feature cache."""
+    kwargs = {"tokens": batch["tokens"].to(device)}
+    if "levels" in batch:
+        kwargs["cached"] = batch["levels"].to(device)
+    else:
+        kwargs["image"] = batch["image"].to(device, dtype)
+    return kwargs
 
 
 def train_pipeline(cfg: Config, urls: list[str], plan: LoaderPlan, epoch: int, skip: int) -> wds.DataPipeline:
@@ -275,13 +313,13 @@ def _loader(pipeline, workers: int):
 def eval_items(sample: dict, cfg: Config):
     meta = json.loads(sample["json"])
     try:
-        image = decode_image(sample["jpg"], cfg.model.image_size)
+        inputs = model_input(sample, cfg.model.image_size)
         mask = decode_mask(sample["mask.png"])
     except Exception as exn:
         raise ValueError(f"{sample['__key__']}: cannot decode image or mask: {exn}", sample["__url__"]) from exn
     for sentence in meta["sentences"]:
         yield {
-            "image": image,
+            **inputs,
             "mask": mask,  # original resolution
             "tokens": encode_tokens(sentence["tokens"], cfg.data.max_words),
             "ref_id": meta["ref_id"],
@@ -303,7 +341,7 @@ def expand(src, fn, handler):
 
 def collate_eval(items: list[dict]) -> dict:
     return {
-        "image": torch.stack([i["image"] for i in items]),
+        **{k: torch.stack([i[k] for i in items]) for k in ("image", "levels") if k in items[0]},
         "tokens": torch.stack([i["tokens"] for i in items]),
         "masks": [i["mask"] for i in items],
         "ref_id": [i["ref_id"] for i in items],

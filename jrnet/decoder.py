@@ -1,5 +1,7 @@
 """Mask generation (section 3.4): ASPP, then conv blocks with bilinear x2 upsampling, then one logit channel."""
 
+import math
+
 import torch.nn.functional as F
 from torch import nn
 from torchvision.models.segmentation.deeplabv3 import ASPP
@@ -26,7 +28,11 @@ class MaskDecoder(nn.Module):
         blocks: list[nn.Module] = [conv_bn_relu(c, d)]
         for _ in range(cfg.decoder_upsamples):
             blocks += [Upsample2x(), conv_bn_relu(d, d)]
-        blocks += [conv_bn_relu(d, d // 2), nn.Conv2d(d // 2, 1, 1)]
+        logits = nn.Conv2d(d // 2, 1, 1)
+        # Start at the prior share of foreground pixels (RetinaNet's trick): the first steps then learn where the
+        # object is instead of learning that most pixels are background.
+        nn.init.constant_(logits.bias, math.log(cfg.mask_prior / (1 - cfg.mask_prior)))
+        blocks += [conv_bn_relu(d, d // 2), logits]
         self.head = nn.Sequential(*blocks)
 
     def forward(self, x):

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from jrnet.config import Config
-from jrnet.data import ShardSet, eval_loader
+from jrnet.data import ShardSet, eval_loader, model_kwargs
 from jrnet.distributed import any_rank
 from jrnet.metrics import IoUAccumulator
 from jrnet.visualize import overlay_panel
@@ -24,6 +24,15 @@ def predict_masks(logits: torch.Tensor, sizes: list[tuple[int, int]]) -> list[to
     ]
 
 
+def blank_inputs(cfg: Config, shards: ShardSet, device, dtype) -> dict:
+    tokens = torch.zeros(1, cfg.data.max_words, dtype=torch.long, device=device)
+    if "features" in shards.manifest:
+        c, s = sum(shards.manifest["features"]["channels"]), cfg.model.feature_size
+        return {"tokens": tokens, "cached": torch.zeros(1, c, s, s, device=device)}
+    s = cfg.model.image_size
+    return {"tokens": tokens, "image": torch.zeros(1, 3, s, s, device=device, dtype=dtype)}
+
+
 @torch.no_grad()
 def evaluate_split(
     forward, cfg: Config, shards: ShardSet, split: str, device, dtype, batch_size: int, overlays: int = 0
@@ -32,16 +41,16 @@ def evaluate_split(
     acc = IoUAccumulator()
     panels = []
     batches = iter(eval_loader(cfg, shards, split, batch_size))
-    dummy_tokens = torch.zeros(1, cfg.data.max_words, dtype=torch.long, device=device)
-    dummy_image = torch.zeros(1, 3, cfg.model.image_size, cfg.model.image_size, device=device, dtype=dtype)
+    dummy = None  # a rank out of data repeats its last batch, or a blank one if it never had any
     while True:
         batch = next(batches, None)
         if not any_rank(batch is not None):
             break
         if batch is None:
-            forward(dummy_tokens, dummy_image)
+            forward(**(dummy or blank_inputs(cfg, shards, device, dtype)))
             continue
-        logits = forward(batch["tokens"].to(device), batch["image"].to(device, dtype))
+        dummy = model_kwargs(batch, device, dtype)
+        logits = forward(**model_kwargs(batch, device, dtype))
         preds = predict_masks(logits, [tuple(m.shape) for m in batch["masks"]])
         for pred, mask, raw, jpg in zip(preds, batch["masks"], batch["raw"], batch["jpg"], strict=True):
             iou = acc.update(pred.cpu(), mask)[0]

@@ -27,8 +27,8 @@ class JRNet(nn.Module):
         self.fusion = build_fusion(fusion, cfg)
         self.decoder = MaskDecoder(cfg)
 
-    def forward(self, tokens: torch.Tensor, image: torch.Tensor | None = None, cached=None) -> torch.Tensor:
-        """Logits (B, 1, S, S) at the input size S; `cached` = precomputed trunk levels instead of the image."""
+    def forward(self, tokens: torch.Tensor, image: torch.Tensor | None = None, cached: torch.Tensor | None = None):
+        """Logits (B, 1, S, S) at the input size S; `cached`: feature-cache levels instead of the image."""
         levels = self.backbone(image, cached)
         words, valid = self.text(tokens)
         words = words.to(levels[0].dtype)

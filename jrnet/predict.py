@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from jrnet.data import ShardSet, decode_image, encode_tokens, eval_loader
+from jrnet.data import ShardSet, decode_image, encode_tokens, eval_loader, model_kwargs
 from jrnet.evaluate import predict_masks
 from jrnet.inference import Trained, export, load
 from jrnet.visualize import gallery, overlay_panel
@@ -42,7 +42,8 @@ def shard_gallery(trained: Trained, shards: str, split: str, limit: int) -> Imag
     cfg.data.eval_limit, cfg.data.workers = limit, 0
     rows = []
     for batch in eval_loader(cfg, ShardSet.open(shards, cfg.data.dataset), split, batch_size=8):
-        preds = predict_masks(trained.model(batch["tokens"], batch["image"]), [m.shape for m in batch["masks"]])
+        logits = trained.model(**model_kwargs(batch, "cpu", torch.float32))
+        preds = predict_masks(logits, [m.shape for m in batch["masks"]])
         for jpg, gt, pred, raw in zip(batch["jpg"], batch["masks"], preds, batch["raw"], strict=True):
             rows.append(overlay_panel(jpg, gt.numpy(), pred.numpy(), raw))
     return gallery(rows[:limit])

@@ -14,7 +14,7 @@ from tqdm import tqdm
 
 from jrnet import checkpoint
 from jrnet.config import Config
-from jrnet.data import LoaderPlan, ShardSet, train_loader
+from jrnet.data import LoaderPlan, ShardSet, model_kwargs, train_loader
 from jrnet.distributed import DistEnv, any_rank, init_distributed, mean_over_ranks
 from jrnet.engine import build_engine, resolve_precision, zero_stage
 from jrnet.evaluate import evaluate_split
@@ -74,6 +74,8 @@ def train(cfg: Config, shards_dir: str, output: str, max_steps: int | None, resu
         (out / "config.json").write_text(cfg.dumps())
 
     shards = ShardSet.open(shards_dir, cfg.data.dataset)
+    if cfg.data.feature_cache:
+        shards = shards.features(cfg)  # the trunk is skipped: its cached levels come from the shards
     plan = LoaderPlan.make(cfg, shards.split(cfg.data.train_split)["samples"], env.world_size)
     model = JRNet(cfg.model, shards.vocab_size(), shards.glove(cfg.model.glove))
     start = checkpoint.resolve(resume, ckdir)
@@ -191,7 +193,7 @@ class TrainContext:
     def micro_step(self, batch: dict, epoch: int) -> dict:
         dev = self.env.device
         t0 = time.perf_counter()
-        logits = self.engine(batch["tokens"].to(dev), batch["image"].to(dev, self.dtype))
+        logits = self.engine(**model_kwargs(batch, dev, self.dtype))
         loss = mask_loss(logits, batch["mask"].to(dev))
         t1 = time.perf_counter()
         self.engine.backward(loss)

@@ -2,7 +2,7 @@
 
     python pipeline/shard.py {unc,unc+,gref,referit,synthetic} [--data-root data/] [--out shards/]
         [--workers N] [--max-words 25] [--glove glove.840B.300d.txt] [--samples-per-shard 500]
-        [--skip-missing] [--split-by google] [--num-images 2000 --seed 0 (synthetic)]
+        [--skip-missing] [--split-by google] [--num-images 2000 --seed 0 (synthetic)] [--features CONFIG]
 
 Output under <out>/<dataset>/ (dataset = unc, unc+, gref, gref_google, referit, synthetic):
     <split>-<6 digits>.tar  samples keyed f"{ref_id:09d}" with
@@ -42,8 +42,11 @@ import webdataset as wds
 from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
+from jrnet.config import ConfigError, load_config
+from jrnet.features import check_cacheable
 from jrnet.vocab import PAD, UNK, GloveFormatError, GloveMatch, Vocab, read_glove, sentence_words, truncate
 from pipeline import synthetic
+from pipeline.features import write_feature_cache
 from pipeline.refer import DATASETS, Refer, ReferError, dataset_spec, mask_area, ref_mask
 
 FORMAT_VERSION = 1  # part of every shard's input digest: bump when the sample encoding changes
@@ -555,6 +558,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--skip-missing", action="store_true", help="skip refs whose image is missing")
     parser.add_argument("--split-by", help="refs(<split-by>).p, e.g. google for gref (default: the dataset's)")
+    parser.add_argument(
+        "--features",
+        metavar="CONFIG",
+        help="also cache the frozen backbone's features for this training config (jrnet/features.py)",
+    )
     generator = parser.add_argument_group("synthetic (generated under --data-root when absent)")
     generator.add_argument("--num-images", type=positive_int, help=f"default {synthetic.SyntheticOptions.num_images}")
     generator.add_argument("--seed", type=int, help=f"default {synthetic.SyntheticOptions.seed}")
@@ -597,6 +605,9 @@ def train_vocab(refer: Refer) -> Vocab:
 
 def run(args: argparse.Namespace) -> int:
     started = time.perf_counter()
+    features_config = load_config(args.features) if args.features else None
+    if features_config is not None:
+        check_cacheable(features_config)  # before anything is written
     spec = dataset_spec(args.dataset, args.split_by)
     options: dict[str, Any] = {
         "split_by": spec.split_by,
@@ -623,6 +634,8 @@ def run(args: argparse.Namespace) -> int:
     print(summary(plans, results, writing, args.workers))
     seconds = time.perf_counter() - started
     print(f"wrote {out_dir / 'manifest.json'} ({len(vocab)} words in the vocabulary) in {seconds:.1f} s")
+    if features_config is not None:
+        write_feature_cache(features_config, out_dir)
     return 0
 
 
@@ -630,7 +643,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         return run(args)
-    except (InputError, ReferError) as error:
+    except (InputError, ReferError, ConfigError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     except OSError as error:  # disk full, quota, permissions: finished shards stay valid, a rerun resumes

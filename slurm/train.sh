@@ -77,15 +77,39 @@ log "job $SLURM_JOB_ID ($SLURM_JOB_NAME) restart $RESTARTS | nodes $SLURM_JOB_NO
     "| master $MASTER_ADDR:$MASTER_PORT"
 log "config $CONFIG | shards $SHARDS | output $OUTPUT | overrides: ${*:-(none)}"
 
-# One line per task (rank, node, local rank, visible GPUs), then that task becomes the training process.
+# What each task runs: print where it is, then run the training and report its exit code.
+# Slurm signals every process of the step (this shell too), so the shell keeps itself alive with a no-op
+# trap (children get the default handlers back) and the training handles the signal. A task that
+# checkpointed on a signal (launch.py exit 75) exits 0 here: with --kill-on-bad-exit=1 its exit 75 would
+# kill the ranks still shutting down and srun would report their SIGTERM instead. Rank 0 leaves STOP_FLAG
+# for this script to tell "checkpointed, requeue" from "finished".
 # shellcheck disable=SC2016  # expanded by each task's own shell
-TASK_PREFIX='echo "[task $SLURM_PROCID/$SLURM_NTASKS] node ${SLURMD_NODENAME:-$(hostname)} local rank $SLURM_LOCALID'\
-' | host $(hostname) | pid $$ | gpus ${CUDA_VISIBLE_DEVICES:-none} | master $MASTER_ADDR:$MASTER_PORT"; exec "$@"'
+TASK='trap : USR1 USR2 TERM
+echo "[task $SLURM_PROCID/$SLURM_NTASKS] node ${SLURMD_NODENAME:-$(hostname)} local rank $SLURM_LOCALID" \
+    "| host $(hostname) | gpus ${CUDA_VISIBLE_DEVICES:-none} | cpus ${SLURM_CPUS_PER_TASK:-?}" \
+    "| master $MASTER_ADDR:$MASTER_PORT"
+"$@"
+rc=$?
+if [ "$rc" -ne 0 ]; then echo "[task $SLURM_PROCID/$SLURM_NTASKS] training exited $rc"; fi
+if [ "$rc" -eq 75 ]; then
+    if [ "$SLURM_PROCID" -eq 0 ]; then touch "$STOP_FLAG"; fi
+    exit 0
+fi
+exit "$rc"'
+
+mkdir -p "$OUTPUT" || { echo "error: cannot create OUTPUT=$OUTPUT" >&2; exit "$EXIT_BAD_INPUT"; }
+STOP_FLAG=$(cd "$OUTPUT" && pwd)/.slurm-stopped-$SLURM_JOB_ID
+export STOP_FLAG
+rm -f "$STOP_FLAG"
 
 srun --kill-on-bad-exit=1 --cpus-per-task="$CPUS_PER_TASK" \
-    bash -c "$TASK_PREFIX" task \
+    bash -c "$TASK" task \
     "$PYTHON" launch.py --config "$CONFIG" --shards "$SHARDS" --output "$OUTPUT" --resume auto "$@"
 rc=$?
+if ((rc == 0)) && [[ -e "$STOP_FLAG" ]]; then
+    rm -f "$STOP_FLAG"
+    rc=$EXIT_REQUEUE
+fi
 
 case $rc in
     0)

@@ -1,0 +1,73 @@
+"""The frozen-backbone feature cache: same loss as the image path, and refusals when it would be wrong."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import torch
+from distributed_run import launch, losses
+
+from jrnet.backbone import build_trunk
+from jrnet.config import ConfigError, load_config
+from jrnet.data import DataError, LoaderPlan, ShardSet, model_kwargs, train_loader
+from jrnet.model import JRNet, mask_loss
+from pipeline.features import write_feature_cache
+
+
+@pytest.fixture(scope="module")
+def cached(synthetic_shards, tmp_path_factory):
+    """A copy of the tiny shards with a feature cache for the tiny config and a saved trunk."""
+    root = tmp_path_factory.mktemp("cached")
+    shards = root / "shards"
+    shutil.copytree(synthetic_shards, shards)
+    weights = root / "trunk.pth"
+    torch.manual_seed(1)
+    torch.save(build_trunk(load_config("tiny").model).state_dict(), weights)
+    cfg = load_config("tiny", [f"model.backbone_weights={weights}", "data.workers=0"])
+    write_feature_cache(cfg, shards / "synthetic")
+    return shards, weights, cfg
+
+
+def test_cached_loss_equals_image_loss(cached):
+    shards, _, cfg = cached
+    images = ShardSet.open(shards, "synthetic")
+    features = images.features(cfg)
+    plan = LoaderPlan.make(cfg, images.split("train")["samples"], 1)
+    torch.manual_seed(0)
+    model = JRNet(cfg.model, images.vocab_size()).eval()  # eval: dropout off, so only the inputs differ
+    batches = 0
+    for a, b in zip(train_loader(cfg, images, plan, 0), train_loader(cfg, features, plan, 0), strict=True):
+        assert torch.equal(a["tokens"], b["tokens"]) and torch.equal(a["mask"], b["mask"])
+        assert "image" in a and "levels" in b and "image" not in b
+        with torch.no_grad():
+            from_images = mask_loss(model(**model_kwargs(a, "cpu", torch.float32)), a["mask"])
+            from_cache = mask_loss(model(**model_kwargs(b, "cpu", torch.float32)), b["mask"])
+        assert from_cache.item() == pytest.approx(from_images.item(), rel=2e-3)  # fp16 storage
+        batches += 1
+    assert batches == plan.batches_per_epoch
+
+
+def test_cache_refuses_what_would_make_it_wrong(cached, tmp_path):
+    shards, weights, cfg = cached
+    images = ShardSet.open(shards, "synthetic")
+    with pytest.raises(ConfigError, match="freeze_backbone is false"):
+        images.features(load_config("tiny", [f"model.backbone_weights={weights}", "model.freeze_backbone=false"]))
+    with pytest.raises(ConfigError, match="needs model.backbone_weights"):
+        images.features(load_config("tiny"))
+    other = tmp_path / "other.pth"
+    torch.save(build_trunk(cfg.model).state_dict(), other)  # a new random init: other weights
+    with pytest.raises(DataError, match="weights_sha256"):
+        images.features(load_config("tiny", [f"model.backbone_weights={other}"]))
+    with pytest.raises(DataError, match="image_size: cache 32 vs run 48"):
+        images.features(load_config("tiny", [f"model.backbone_weights={weights}", "model.image_size=48"]))
+
+
+def test_training_from_the_cache(cached, tmp_path):
+    shards, weights, _ = cached
+    args = ["--config", "tiny", "--shards", str(shards), "--output", str(tmp_path), "data.feature_cache=true",
+            f"model.backbone_weights={weights}", "--max-steps", "3"]
+    launch(args, ranks=1)
+    assert sorted(losses(tmp_path)) == [1, 2, 3]
+    assert json.loads((tmp_path / "eval.json").read_text())["splits"]["val"]["samples"] > 0
