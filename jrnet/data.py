@@ -22,6 +22,7 @@ import logging
 import math
 import os
 import random
+import signal
 from dataclasses import dataclass
 from functools import partial
 from itertools import islice
@@ -295,6 +296,13 @@ def train_loader(cfg: Config, shards: ShardSet, plan: LoaderPlan, epoch: int, sk
     return _loader(train_pipeline(cfg, urls, plan, epoch, skip), cfg.data.workers)
 
 
+def _leave_stop_signals_to_main(_worker_id: int) -> None:
+    """Slurm signals every process of a job step: workers must not die of the signal meant to trigger a
+    checkpoint (the main process handles it and ends the workers itself)."""
+    for sig in (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2):
+        signal.signal(sig, signal.SIG_IGN)
+
+
 def _loader(pipeline, workers: int):
     # Its own generator: creating an iterator must not draw from the global RNG that dropout uses, or a
     # resumed run (new iterator mid-epoch) would drift from an uninterrupted one.
@@ -304,6 +312,7 @@ def _loader(pipeline, workers: int):
         num_workers=workers,
         persistent_workers=False,
         generator=torch.Generator().manual_seed(0),
+        worker_init_fn=_leave_stop_signals_to_main,
     )
 
 

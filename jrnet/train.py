@@ -61,6 +61,7 @@ class RunResult:
 
 
 def train(cfg: Config, shards_dir: str, output: str, max_steps: int | None, resume: str) -> RunResult:
+    stop = StopSignal()  # first: a warning signal during the setup must not kill the rank
     env = init_distributed(cfg.train.threads)
     logging.basicConfig(
         level=logging.INFO if env.is_main else logging.WARNING,
@@ -117,7 +118,6 @@ def train(cfg: Config, shards_dir: str, output: str, max_steps: int | None, resu
         env.device,
     )
 
-    stop = StopSignal()
     ctx = TrainContext(cfg, env, engine, shards, plan, logger, ckdir, dtype, run_id)
     bar = tqdm(total=stop_at, initial=progress.step, disable=not env.is_main, desc="train", dynamic_ncols=True)
     window = Window()
@@ -136,11 +136,13 @@ def train(cfg: Config, shards_dir: str, output: str, max_steps: int | None, resu
                 if progress.step % cfg.train.log_every == 0 or progress.step == stop_at or signalled:
                     ctx.log_window(progress, window)
                     window = Window()
+                paused = time.perf_counter()  # evaluation and checkpoints are not training throughput
                 if progress.step % cfg.train.eval_every == 0 and progress.step < stop_at:
                     ctx.evaluate(progress.step)
                 last = progress.step == stop_at or signalled
                 if progress.step % cfg.train.checkpoint_every == 0 or last:
                     ctx.save(progress)
+                window.started += time.perf_counter() - paused
                 if signalled:
                     log.info("signal %s: checkpoint at step %d written, stopping", stop.received, progress.step)
                     logger.finish()

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import logging
 import os
 import re
 import signal
@@ -94,6 +95,11 @@ class TrainJob(_checkpointable_base()):
         from jrnet.distributed import any_rank
         from jrnet.train import train
 
+        if os.environ.get("SLURM_RESTART_COUNT", "0") != "0" and self.resume != "auto":
+            # Requeued by Slurm itself (preemption, `scontrol requeue`): the pickle is the first run's, but the
+            # run must continue from its own latest checkpoint, not start over from `--resume`.
+            self.resume = "auto"
+        logging.getLogger("submitit").propagate = False  # training's root handler would print it twice
         env = submitit.JobEnvironment()
         rank = env.global_rank
         print(

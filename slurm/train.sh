@@ -19,15 +19,19 @@
 #   MASTER_ADDR / MASTER_PORT   rendezvous (default: first node of the job / 20000 + job id % 20000)
 #   MAX_RESTARTS  stop requeueing after this many restarts (default 20)
 #
-# Time limit: Slurm sends SIGUSR1 to every task 300 s before the end (--signal=USR1@300, no `B:` so it
-# reaches the tasks, not only this shell). Every rank finishes its step, all ranks save that step
-# together, and launch.py exits 75; this script then requeues the job (`scontrol requeue`), and the
-# requeued job (same id, same log file thanks to --open-mode=append) resumes with `--resume auto`.
-# A preemption or an outside `scontrol requeue` sends SIGTERM: the same checkpoint is attempted within
-# the cluster's KillWait, and the restarted job resumes from the latest complete checkpoint either way.
+# Time limit: Slurm sends SIGUSR1 to every task 300 s before the end (--signal=USR1@300). No `B:`: the
+# signal must reach the training processes, and with `B:` only this shell would get it (bash runs a trap
+# only after the foreground srun returns, so it would need `srun &`, `wait` and forwarding). Every rank
+# finishes its step, all ranks save that step together and launch.py exits 75; this script then runs
+# `scontrol requeue`, and the requeued job (same id, same log thanks to --open-mode=append) resumes with
+# `--resume auto` at that step. launch.py treats USR1, USR2 and TERM alike: pass --signal=USR2@300 if
+# something in your stack takes USR1 (NCCL 2.12 did). A preemption, scancel or an outside `scontrol
+# requeue` sends SIGTERM: the same checkpoint is attempted within the cluster's KillWait, and the restarted
+# job resumes from the latest complete checkpoint either way.
 #
-# Exit codes: 0 finished; 2 bad input (not requeued); 75 checkpointed but could not (or may no more) requeue;
-# anything else: a rank failed (srun --kill-on-bad-exit=1 ended the others).
+# Exit codes: 0 finished; 2 bad input (not requeued); 75 checkpointed but not requeued (MAX_RESTARTS
+# reached, or `scontrol requeue` failed); anything else: a rank failed (srun --kill-on-bad-exit=1 ended
+# the others).
 #
 #SBATCH --job-name=jrnet
 #SBATCH --nodes=1

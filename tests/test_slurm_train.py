@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 
 try:
-    from slurm_cluster import job_info, sbatch, slurm, slurm_env, wait_job  # noqa: F401 (fixture)
+    from slurm_cluster import TERMINAL_STATES, job_info, sbatch, slurm, slurm_env, wait_job  # noqa: F401 (fixture)
 except ImportError:  # tests/ imported as a package
-    from tests.slurm_cluster import job_info, sbatch, slurm, slurm_env, wait_job  # noqa: F401
+    from tests.slurm_cluster import TERMINAL_STATES, job_info, sbatch, slurm, slurm_env, wait_job  # noqa: F401
 
 pytestmark = pytest.mark.slurm
 
@@ -52,12 +52,19 @@ def _train_steps(output: Path) -> list[int]:
     return [r["step"] for r in records if "loss" in r]
 
 
-def _wait_for(predicate, timeout: float, what: str, log: Path) -> None:
+def _wait_for(predicate, timeout: float, what: str, log: Path, ended=lambda: False) -> None:
+    """Poll `predicate`; fail after `timeout` or as soon as `ended()` says it can no longer come true."""
     deadline = time.monotonic() + timeout
     while not predicate():
+        if ended():
+            raise AssertionError(f"the job ended before {what}; log {log}:\n{_read(log)[-4000:]}")
         if time.monotonic() > deadline:
             raise TimeoutError(f"{what} not seen after {timeout:.0f}s; log {log}:\n{_read(log)[-4000:]}")
         time.sleep(0.5)
+
+
+def _job_ended(env: dict[str, str], job: int):
+    return lambda: job_info(env, job).get("JobState") in TERMINAL_STATES
 
 
 def _assert_finished(output: Path, total_steps: int, log_text: str) -> None:
@@ -141,7 +148,9 @@ def test_submitit_usr2_checkpoints_requeues_resumes(slurm_env, synthetic_shards,
         job = int(match.group(1))
         cancel_jobs.append(job)
         rank0_err = folder / f"{job}_0_log.err"
-        _wait_for(lambda: len(_train_steps(output)) >= 3, 150, "3 training steps", rank0_err)
+        _wait_for(
+            lambda: len(_train_steps(output)) >= 3, 150, "3 training steps", rank0_err, lambda: proc.poll() is not None
+        )
         slurm(slurm_env, "scancel", "--signal=USR2", str(job))
         proc.wait(timeout=240)
     finally:
@@ -153,8 +162,9 @@ def test_submitit_usr2_checkpoints_requeues_resumes(slurm_env, synthetic_shards,
     assert proc.returncode == 0, f"{cli}\n{log[-4000:]}"
     assert f"finished at step {total}" in cli, cli
     assert f"logs: {folder / f'{job}_0_log.out'}" in cli, cli
-    assert "[task 0] checkpoint written at step" in _read(folder / f"{job}_0_log.out"), log
-    assert "Requeued job" in log, log
+    out0 = _read(folder / f"{job}_0_log.out")
+    assert "[task 0] checkpoint written at step" in out0, out0
+    assert "Requeued job" in out0 and "restart 1 | requeues 1/2" in out0, out0
     k = _assert_resumed_and_continued(output, total, log)
     assert f"checkpoint written at step {k} after SIGUSR2" in _read(folder / f"{job}_1_log.out")
     assert job_info(slurm_env, job)["Restarts"] == "1"
@@ -176,7 +186,13 @@ def test_train_sh_resumes_after_scontrol_requeue(slurm_env, synthetic_shards, tm
     )
     cancel_jobs.append(job)
     latest = output / "checkpoints" / "latest"
-    _wait_for(lambda: latest.exists() and len(_train_steps(output)) >= 3, 150, "a checkpoint", log_path)
+    _wait_for(
+        lambda: latest.exists() and len(_train_steps(output)) >= 3,
+        150,
+        "a checkpoint",
+        log_path,
+        _job_ended(slurm_env, job),
+    )
     slurm(slurm_env, "scontrol", "requeue", str(job))
     info = wait_job(slurm_env, job, timeout=180)
     log = _read(log_path)
