@@ -137,7 +137,7 @@ def main() -> int:
     torch.set_num_threads(args.threads)
     sizes = [448] if args.quick else [448, 576]
     rounds = 3 if args.quick else 5
-    op_reps = 3
+    op_reps = 2 if args.quick else 3
     header(
         "Figure 3: JRM attention, fused SDPA vs eager (explicit softmax)",
         f"forward+backward seconds (median of {rounds} interleaved rounds; op alone: mean of {op_reps} calls per "

@@ -230,28 +230,40 @@ def main() -> int:
     )
     cfgs = {s: load_config(f"paper_{s}") for s in (448, 576)}
     reps = 10 if args.quick else 20
-    cpu: dict[int, list[float]] = {448: [], 576: []}
+    variants = {
+        "train_sample": lambda size: train_sample(sample, cfgs[size], 0),
+        "uint8 variant": lambda size: uint8_sample(sample, size, cfgs[size].data.max_words),
+    }
+    cases = {(v, s): (lambda v=v, s=s: variants[v](s)) for s in (448, 576) for v in variants}
+    cpu_times: dict[tuple, list[float]] = {k: [] for k in cases}
 
-    def per_sample(size):
+    def per_sample(key):
         def run():
             c0, w0 = time.thread_time(), time.perf_counter()
             for _ in range(reps):
-                train_sample(sample, cfgs[size], 0)
-            cpu[size].append((time.thread_time() - c0) / reps)
+                cases[key]()
+            cpu_times[key].append((time.thread_time() - c0) / reps)
             return (time.perf_counter() - w0) / reps
 
         return run
 
-    for s in (448, 576):
-        train_sample(sample, cfgs[s], 0)  # warm-up
-    wall = interleave({448: per_sample(448), 576: per_sample(576)}, 3 if args.quick else 7)
+    for fn in cases.values():
+        fn()  # warm-up
+    wall = interleave({k: per_sample(k) for k in cases}, 3 if args.quick else 7)
     rows = []
-    for s in (448, 576):
-        rows.append(
-            [s, f"{median(cpu[s]) * 1e3:.2f}", spread([c * 1e3 for c in cpu[s]]), f"{median(wall[s]) * 1e3:.2f}"]
-        )
-    print(table(rows, ["S", "CPU ms/sample (median)", "range", "wall ms/sample"]))
-    print(f"ratio 576 / 448 CPU cost: {median(cpu[576]) / median(cpu[448]):.2f} (pixels: {576**2 / 448**2:.2f})")
+    for key in cases:
+        c = cpu_times[key]
+        ms = [x * 1e3 for x in c]
+        rows.append([key[1], key[0], f"{median(c) * 1e3:.2f}", spread(ms), f"{median(wall[key]) * 1e3:.2f}"])
+    print(table(rows, ["S", "per-sample work", "CPU ms/sample (median)", "range", "wall ms/sample"]))
+    cpu = {s: median(cpu_times["train_sample", s]) for s in (448, 576)}
+    cpu_u8 = {s: median(cpu_times["uint8 variant", s]) for s in (448, 576)}
+    print(f"ratio 576 / 448 CPU cost (train_sample): {cpu[576] / cpu[448]:.2f} (pixels: {576**2 / 448**2:.2f})")
+    print(
+        "ratio train_sample / uint8 variant: "
+        + ", ".join(f"{s}: {cpu[s] / cpu_u8[s]:.2f}" for s in (448, 576))
+        + " (the uint8 variant skips the float32 conversion, normalisation and CHW copy, to be done on the GPU)"
+    )
 
     # ---------------------------------------------------------------- the plan
     print(f"\nper H100 SXM (bf16 dense peak {H100_BF16_DENSE / 1e12:.1f} TFLOP/s):")

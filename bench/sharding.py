@@ -73,60 +73,72 @@ def shard_once(data_root: Path, scratch: Path, workers: int) -> dict:
     return {"refs": refs, "write_s": seconds, "wall_s": wall, "refs_per_s": refs / seconds, "bytes": shard_bytes}
 
 
-def per_ref_costs(data_root: Path, count: int) -> dict:
-    """In-process (one core) seconds per ref of each step `encode_sample` does, over the first `count` refs."""
+def per_ref_costs(data_root: Path, count: int, scratch: Path) -> dict:
+    """In-process (one process) seconds per ref of each step of `write_shard`, over the first `count` train refs,
+    as step -> callable returning wall seconds per ref (CPU seconds per ref are appended to `cpu[step]`)."""
+    import argparse as ap
     import io
 
     from PIL import Image
 
     from pipeline.refer import Refer, dataset_spec, ref_mask
-    from pipeline.shard import png_mask, rgb_jpeg
+    from pipeline.shard import plan_shards, png_mask, rgb_jpeg, train_vocab, write_shard
 
     refer = Refer.load(data_root, dataset_spec("synthetic"))
     refs = refer.split_refs("train")[:count]
     items = [(refer.image_path(refer.image_of(r)), refer.ann_of(r), refer.image_of(r)) for r in refs]
     masks = [ref_mask(ann, im["height"], im["width"]) for _, ann, im in items]
+    blobs = [path.read_bytes() for path, _, _ in items]
+    options = ap.Namespace(max_words=25, samples_per_shard=SAMPLES_PER_SHARD, skip_missing=False)
+    out = Path(tempfile.mkdtemp(prefix="one-shard-", dir=scratch))
+    task = plan_shards(refer, train_vocab(refer), options, out)[0].tasks[0]  # the first train shard
+    cpu: dict[str, list[float]] = {}
+
+    def measured(name: str, fn, refs_done: int):
+        def run():
+            c0, w0 = time.process_time(), time.perf_counter()
+            fn()
+            wall = (time.perf_counter() - w0) / refs_done
+            cpu.setdefault(name, []).append((time.process_time() - c0) / refs_done)
+            return wall
+
+        return run
 
     def jpeg():
-        t0 = time.perf_counter()
         for path, _, _ in items:
             rgb_jpeg(path)
-        return (time.perf_counter() - t0) / len(items)
-
-    def full_decode():  # what a loader pays per image (shard.py itself only does a 1/8-scale verify decode)
-        blobs = [path.read_bytes() for path, _, _ in items]
-        t0 = time.perf_counter()
-        for blob in blobs:
-            Image.open(io.BytesIO(blob)).convert("RGB").load()
-        return (time.perf_counter() - t0) / len(items)
 
     def rasterise():
-        t0 = time.perf_counter()
         for _, ann, im in items:
             ref_mask(ann, im["height"], im["width"])
-        return (time.perf_counter() - t0) / len(items)
 
     def png():
-        t0 = time.perf_counter()
         for mask in masks:
             png_mask(mask)
-        return (time.perf_counter() - t0) / len(items)
+
+    def full_decode():  # what a loader pays per image (shard.py itself only does a 1/8-scale verify decode)
+        for blob in blobs:
+            Image.open(io.BytesIO(blob)).convert("RGB").load()
+
+    whole = Refer.load(data_root, dataset_spec("synthetic"))
 
     def planning():  # shard.py's single-process part before the workers start, per ref of the whole dataset
-        import argparse as ap
+        plan_shards(whole, train_vocab(whole), options, out)
 
-        from pipeline.shard import plan_shards, train_vocab
-
-        t0 = time.perf_counter()
-        whole = Refer.load(data_root, dataset_spec("synthetic"))
-        options = ap.Namespace(max_words=25, samples_per_shard=500, skip_missing=False)
-        plan_shards(whole, train_vocab(whole), options, data_root / "unused")
-        return (time.perf_counter() - t0) / len(whole.refs)
-
-    sizes = [path.stat().st_size for path, _, _ in items]
-    steps = {"jpeg read+verify": jpeg, "mask rasterise": rasterise, "mask PNG encode": png}
+    sizes = [len(b) for b in blobs]
+    steps = {
+        "jpeg read+verify": measured("jpeg read+verify", jpeg, len(items)),
+        "mask rasterise": measured("mask rasterise", rasterise, len(items)),
+        "mask PNG encode": measured("mask PNG encode", png, len(items)),
+        "whole write_shard (1 shard)": measured(
+            "whole write_shard (1 shard)", lambda: write_shard(task), len(task.samples)
+        ),
+        "planning (serial)": measured("planning (serial)", planning, len(whole.refs)),
+        "full decode (not shard.py)": measured("full decode (not shard.py)", full_decode, len(items)),
+    }
     return {
-        "steps": steps | {"planning (serial)": planning, "full decode (not shard.py)": full_decode},
+        "steps": steps,
+        "cpu": cpu,
         "jpeg_kb": sum(sizes) / len(sizes) / 1024,
         "pixels": sum(im["height"] * im["width"] for _, _, im in items) / len(items),
     }
@@ -178,25 +190,38 @@ def main() -> int:
         rates = interleave({"tiny": case("tiny", tiny_root), "coco": case("coco", coco_root)}, runs, label="refs/s")
 
         print("\nper-ref cost of shard.py's steps, one process, interleaved (ms per ref, median of rounds):")
-        costs = {"tiny": per_ref_costs(tiny_root, 200), "coco": per_ref_costs(coco_root, 100)}
+        costs = {"tiny": per_ref_costs(tiny_root, 200, scratch), "coco": per_ref_costs(coco_root, 100, scratch)}
         steps = list(costs["tiny"]["steps"])
         step_cases = {f"{d}:{s}": costs[d]["steps"][s] for s in steps for d in ("tiny", "coco")}
         step_times = interleave(step_cases, 3 if args.quick else 5)
         rows = []
         for s in steps:
             a, b = median(step_times[f"tiny:{s}"]) * 1e3, median(step_times[f"coco:{s}"]) * 1e3
-            rows.append([s, f"{a:.3f}", f"{b:.3f}", f"{b / a:.1f}x"])
+            ca, cb = (median(costs[d]["cpu"][s]) * 1e3 for d in ("tiny", "coco"))
+            rows.append([s, f"{a:.3f}", f"{ca:.3f}", f"{b:.3f}", f"{cb:.3f}", f"{b / a:.1f}x", f"{cb / ca:.1f}x"])
         px_ratio = costs["coco"]["pixels"] / costs["tiny"]["pixels"]
         kb_ratio = costs["coco"]["jpeg_kb"] / costs["tiny"]["jpeg_kb"]
-        print(table(rows, ["step", "tiny ms/ref", "coco ms/ref", "coco / tiny"]))
+        print(
+            table(
+                rows,
+                [
+                    "step",
+                    "tiny wall ms/ref",
+                    "tiny CPU",
+                    "coco wall ms/ref",
+                    "coco CPU",
+                    "coco/tiny wall",
+                    "coco/tiny CPU",
+                ],
+            )
+        )
         print(
             f"(tiny: {costs['tiny']['pixels']:.0f} px, {costs['tiny']['jpeg_kb']:.1f} KB per JPEG; coco: "
             f"{costs['coco']['pixels']:.0f} px, {costs['coco']['jpeg_kb']:.1f} KB: {px_ratio:.1f}x the pixels, "
             f"{kb_ratio:.1f}x the bytes. shard.py verifies a JPEG with a 1/8-scale DCT decode; 'full decode' is "
             "what a loader pays per image, shown for the scaling. 'planning' runs once, serially, before the workers.)"
         )
-        in_worker = ("jpeg read+verify", "mask rasterise", "mask PNG encode")
-        step_ms = {d: sum(median(step_times[f"{d}:{s}"]) for s in in_worker) * 1e3 for d in costs}
+        shard_cpu_ms = {d: median(costs[d]["cpu"]["whole write_shard (1 shard)"]) * 1e3 for d in costs}
         planning_ms = {d: median(step_times[f"{d}:planning (serial)"]) * 1e3 for d in costs}
 
         print("\nsharding, medians:")
@@ -211,7 +236,7 @@ def main() -> int:
                     f"{median(rates[name]):.0f}",
                     spread(rates[name]),
                     f"{core_ms:.2f}",
-                    f"{step_ms[name]:.2f}",
+                    f"{shard_cpu_ms[name]:.2f}",
                     f"{median([r['wall_s'] for r in rs]):.1f}",
                     f"{median([r['bytes'] for r in rs]) / rs[0]['refs'] / 1024:.1f}",
                 ]
@@ -225,7 +250,7 @@ def main() -> int:
                     "refs/s (median)",
                     "range",
                     f"worker ms/ref ({args.workers} x wall)",
-                    "of which the 3 steps above",
+                    "in-process write_shard CPU ms/ref",
                     "command wall s",
                     "KB/ref",
                 ],
@@ -234,8 +259,9 @@ def main() -> int:
         tiny_rate, coco_rate = median(rates["tiny"]), median(rates["coco"])
         print(f"ratio tiny / coco refs/s: {tiny_rate / coco_rate:.2f}x")
         print(
-            "(worker ms/ref = workers / (refs/s): core time per ref while writing, including tar writing, fsync, "
-            "sha256 of each shard, task pickling, and whatever the other jobs on this shared machine took from us)"
+            "(worker ms/ref = workers / (refs/s): the core time a ref costs while writing, including what the other "
+            "jobs on this shared machine took from our two workers; in-process write_shard CPU ms/ref = the CPU time "
+            "the same work takes in one process (process_time), so the gap is contention and waiting, not work)"
         )
 
         coco = results["coco"]

@@ -25,7 +25,7 @@ import random
 import signal
 from dataclasses import dataclass
 from functools import partial
-from itertools import islice
+from itertools import chain, count, islice
 from pathlib import Path
 
 import numpy as np
@@ -149,19 +149,39 @@ class ErrorPolicy:
         return True
 
 
-class CyclingShardList(torch.utils.data.IterableDataset):
-    """Shard urls of epoch e in a permutation seeded by (seed, e), then epoch e+1's, and so on forever."""
+class ConsumerSamples(torch.utils.data.IterableDataset):
+    """This (rank, worker)'s endless, shuffled sample stream.
 
-    def __init__(self, urls: list[str], seed: int, epoch: int):
-        self.urls, self.seed, self.epoch = list(urls), seed, epoch
+    Epoch by epoch: a permutation of the shards seeded by (seed, epoch), webdataset's split by node, then by
+    logical worker (so the shares of one epoch are disjoint), tar to samples, and a shuffle buffer that is
+    drained at the end of the epoch's share (so no sample of the next epoch leaks in). With fewer shards than
+    consumers, the epochs' permutations are chained before the split, so every consumer still gets shards:
+    sampling with replacement instead of a hang.
+    """
+
+    def __init__(self, urls: list[str], seed: int, epoch: int, skip: int, bufsize: int, policy: ErrorPolicy):
+        self.urls, self.seed, self.epoch, self.skip = list(urls), seed, epoch, skip
+        self.bufsize, self.policy = bufsize, policy
+
+    def permutation(self, epoch: int) -> list[dict]:
+        order = list(self.urls)
+        random.Random(f"shards-{self.seed}-{epoch}").shuffle(order)
+        return [{"url": url} for url in order]
+
+    def samples(self, shards, epoch: int):
+        rank, _, worker, _ = logical_worker(self.skip)
+        mine = split_by_logical_worker(wds.split_by_node(shards), self.skip)
+        seed = hash((self.seed, epoch, rank, worker)) & 0xFFFFFFFF
+        samples = wds.tarfile_to_samples(handler=self.policy)(mine)
+        return wds.shuffle(self.bufsize, initial=self.bufsize, seed=seed)(samples)
 
     def __iter__(self):
-        epoch = self.epoch
-        while True:
-            order = list(self.urls)
-            random.Random(f"shards-{self.seed}-{epoch}").shuffle(order)
-            yield from ({"url": url} for url in order)
-            epoch += 1
+        _, world, _, workers = logical_worker(self.skip)
+        if len(self.urls) < world * workers:
+            yield from self.samples(chain.from_iterable(map(self.permutation, count(self.epoch))), self.epoch)
+            return
+        for epoch in count(self.epoch):
+            yield from self.samples(iter(self.permutation(epoch)), epoch)
 
 
 def logical_worker(skip: int) -> tuple[int, int, int, int]:
@@ -173,11 +193,6 @@ def logical_worker(skip: int) -> tuple[int, int, int, int]:
 def split_by_logical_worker(src, skip: int):
     _, _, worker, workers = logical_worker(skip)
     yield from islice(src, worker, None, workers)
-
-
-def seeded_shuffle(src, bufsize: int, seed: int, epoch: int, skip: int):
-    rank, _, worker, _ = logical_worker(skip)
-    yield from wds.shuffle(bufsize, initial=bufsize, seed=hash((seed, epoch, rank, worker)) & 0xFFFFFFFF)(src)
 
 
 def skip_done(src, plan: LoaderPlan, skip: int):
@@ -244,11 +259,12 @@ def train_sample(sample: dict, cfg: Config, epoch: int) -> dict:
         mask = decode_mask(sample["mask.png"], cfg.model.image_size)
     except Exception as exn:  # a corrupt JPEG or PNG inside an intact tar
         raise ValueError(f"{sample['__key__']}: cannot decode image or mask: {exn}", sample["__url__"]) from exn
-    return {**inputs, "mask": mask, "tokens": encode_tokens(sentence["tokens"], cfg.data.max_words)}
+    tokens = encode_tokens(sentence["tokens"], cfg.data.max_words)
+    return {**inputs, "mask": mask, "tokens": tokens, "ref_id": torch.tensor(meta["ref_id"])}
 
 
 def collate_train(samples: list[dict], policy: ErrorPolicy, skip: int) -> dict:
-    keys = [k for k in ("image", "levels", "mask", "tokens") if k in samples[0]]
+    keys = [k for k in ("image", "levels", "mask", "tokens", "ref_id") if k in samples[0]]
     batch = {k: torch.stack([s[k] for s in samples]) for k in keys}
     batch["skipped"] = torch.tensor(policy.skipped)  # cumulative in this worker
     batch["worker"] = torch.tensor(logical_worker(skip)[2])
@@ -268,11 +284,7 @@ def model_kwargs(batch: dict, device, dtype) -> dict:
 def train_pipeline(cfg: Config, urls: list[str], plan: LoaderPlan, epoch: int, skip: int) -> wds.DataPipeline:
     policy = ErrorPolicy(cfg.data.on_error)
     return wds.DataPipeline(
-        CyclingShardList(urls, cfg.train.seed, epoch),
-        wds.split_by_node,
-        partial(split_by_logical_worker, skip=skip),
-        wds.tarfile_to_samples(handler=policy),
-        partial(seeded_shuffle, bufsize=cfg.data.shuffle_buffer, seed=cfg.train.seed, epoch=epoch, skip=skip),
+        ConsumerSamples(urls, cfg.train.seed, epoch, skip, cfg.data.shuffle_buffer, policy),
         partial(skip_done, plan=plan, skip=skip),
         wds.map(partial(train_sample, cfg=cfg, epoch=epoch), handler=policy),
         wds.batched(plan.micro_batch, collation_fn=partial(collate_train, policy=policy, skip=skip), partial=False),
