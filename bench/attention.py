@@ -10,7 +10,7 @@ At the paper's token counts (448 px: 14*14 + 25 = 221 tokens; 576 px: 18*18 + 25
            LayerNorm), train mode, `model.attention=sdpa` vs `eager`, identical weights.
 Each at attention dropout 0 and at the paper's 0.2: on CPU, SDPA with dropout > 0 leaves the fused flash kernel
 for the unfused math fallback (the profiler's op names are printed to show which kernel ran).
-Time: median over interleaved rounds (each round runs every case, alternating the order).
+Time: median over interleaved rounds (each round runs every case, alternating the order); a warm-up call first.
 Peak memory: torch.profiler with profile_memory=True; from its raw event tree, every CPU allocation and free
 during one forward + backward, in time order; the peak of the running sum is the peak of bytes allocated
 during the step above what existed before it (inputs and weights not included, gradients included).
@@ -24,9 +24,7 @@ import time
 
 import torch
 import torch.nn.functional as F
-from common import header, interleave, median, spread, table
-from torch._C._profiler import _EventType
-from torch.profiler import ProfilerActivity, profile
+from common import header, interleave, median, profiler_peak_bytes, spread, table
 
 from jrnet.config import load_config
 from jrnet.jrm import JRM, eager_attention
@@ -98,25 +96,7 @@ def jrm_case(image_size: int, kind: str, dropout: float, state: dict | None):
 def peak_bytes(step) -> tuple[int, list[str]]:
     """Peak of the running sum of CPU allocations/frees during one call (torch.profiler memory events),
     and the attention-related op names that ran."""
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        step()
-    events, stack = [], list(prof.profiler.kineto_results.experimental_event_tree())
-    names = set()
-    while stack:
-        node = stack.pop()
-        if node.typed[0] == _EventType.Allocation:
-            alloc = node.typed[1]
-            if alloc.device.type == "cpu":
-                events.append((node.start_time_ns, alloc.alloc_size))
-        elif "attention" in node.name or "softmax" in node.name:
-            names.add(node.name.removeprefix("aten::"))
-        stack.extend(node.children)
-    events.sort()
-    current = peak = 0
-    for _, size in events:
-        current += size
-        peak = max(peak, current)
-    return peak, sorted(names)
+    return profiler_peak_bytes(step)
 
 
 def per_call(step, reps: int):
@@ -136,13 +116,14 @@ def main() -> int:
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     sizes = [448] if args.quick else [448, 576]
-    rounds = 3 if args.quick else 5
+    rounds = 3 if args.quick else 5  # the op alone
+    jrm_rounds = 2 if args.quick else 3  # the whole JRM (seconds per call)
     op_reps = 2 if args.quick else 3
     header(
         "Figure 3: JRM attention, fused SDPA vs eager (explicit softmax)",
-        f"forward+backward seconds (median of {rounds} interleaved rounds; op alone: mean of {op_reps} calls per "
-        f"round) and peak allocated CPU memory (torch.profiler profile_memory, one call), batch {BATCH}, C "
-        f"{CHANNELS}, {HEADS} heads, fp32, {args.threads} threads, attention dropout 0 and 0.2",
+        f"forward+backward seconds (median of interleaved rounds: op alone {rounds} rounds of {op_reps} calls, JRM "
+        f"{jrm_rounds} rounds of 1 call) and peak allocated CPU memory (torch.profiler profile_memory, one call), "
+        f"batch {BATCH}, C {CHANNELS}, {HEADS} heads, fp32, {args.threads} threads, attention dropout 0 and 0.2",
     )
     rows = []
     for size in sizes:
@@ -150,9 +131,9 @@ def main() -> int:
         for dropout in (0.0, 0.2):
             # the op alone
             steps = {kind: op_case(tokens, kind, dropout) for kind in ("sdpa", "eager")}
-            mem = {kind: peak_bytes(steps[kind]) for kind in steps}
             for s in steps.values():
                 s()  # warm-up
+            mem = {kind: peak_bytes(steps[kind]) for kind in steps}
             times = interleave({k: per_call(s, op_reps) for k, s in steps.items()}, rounds)
             rows += result_rows(f"op, N={tokens}", size, dropout, times, mem)
             print(f"  op N={tokens} dropout {dropout}: kernels {mem['sdpa'][1]} vs {mem['eager'][1]}", flush=True)
@@ -163,10 +144,10 @@ def main() -> int:
             if dropout == 0.0:
                 print("  " + same_outputs(sdpa_jrm, eager_jrm, size))
             steps = {"sdpa": sdpa_step, "eager": eager_step}
-            mem = {kind: peak_bytes(steps[kind]) for kind in steps}
             for s in steps.values():
-                s()
-            times = interleave({k: per_call(s, 1) for k, s in steps.items()}, rounds)
+                s()  # warm-up
+            mem = {kind: peak_bytes(steps[kind]) for kind in steps}
+            times = interleave({k: per_call(s, 1) for k, s in steps.items()}, jrm_rounds)
             rows += result_rows(f"JRM 3x2 layers, N={tokens}", size, dropout, times, mem)
             print(f"  JRM N={tokens} dropout {dropout}: done", flush=True)
     print()

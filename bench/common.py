@@ -269,3 +269,32 @@ def coco_like_dataset(scratch: Path, num_images: int, workers: int = 2) -> tuple
     make_coco_like(data, num_images)
     shard_dataset(data, shards, workers, ("--samples-per-shard", "100"))
     return data, shards, time.perf_counter() - t0
+
+
+# ---------------------------------------------------------------- peak memory from torch.profiler
+
+
+def profiler_peak_bytes(fn) -> tuple[int, list[str]]:
+    """Run fn() under torch.profiler(profile_memory=True); the peak of the running sum of its CPU allocations and
+    frees in time order (bytes above the level before the call), and the attention/softmax op names seen."""
+    from torch._C._profiler import _EventType
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        fn()
+    events, stack, names = [], list(prof.profiler.kineto_results.experimental_event_tree()), set()
+    while stack:
+        node = stack.pop()
+        if node.typed[0] == _EventType.Allocation:
+            alloc = node.typed[1]
+            if alloc.device.type == "cpu":
+                events.append((node.start_time_ns, alloc.alloc_size))
+        elif "attention" in node.name or "softmax" in node.name:
+            names.add(node.name.removeprefix("aten::"))
+        stack.extend(node.children)
+    events.sort()
+    current = peak = 0
+    for _, size in events:
+        current += size
+        peak = max(peak, current)
+    return peak, sorted(names)

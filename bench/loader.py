@@ -265,7 +265,7 @@ def main() -> int:
         if not args.quick:
             data_root, shards, seconds = coco_like_dataset(scratch, 400)
             print(f"\nwrote + sharded the COCO-sized stand-in in {seconds:.1f} s (this machine)")
-            rows += measure("coco-sized", data_root, shards, 448, 384, rounds)
+            rows += measure("coco-sized", data_root, shards, 448, 256, rounds)
         print()
         print(
             table(

@@ -36,7 +36,7 @@ import time
 from pathlib import Path
 
 import torch
-from common import ROOT, header, table
+from common import ROOT, header, profiler_peak_bytes, table
 
 MIB = 2**20
 VOCAB = 10_000  # a RefCOCO-sized vocabulary (frozen GloVe embedding: not trained, not in the optimizer)
@@ -198,12 +198,16 @@ def rank_main(rank: int, stage: int, port: int, out_dir: str) -> None:
     tokens = torch.randint(2, VOCAB, (2, cfg.data.max_words), generator=g)
     image = torch.randn(2, 3, 64, 64, generator=g)
     mask = torch.rand(2, 64, 64, generator=g) > 0.5
-    snapshots = {}
+    snapshots, transient = {}, 0
     for step in range(2):
         loss = mask_loss(engine(tokens, image), mask)
-        engine.backward(loss)
         if step == 1:
+            # bytes allocated during backward above the level before it, at its peak: gradients and reduce
+            # buckets that exist only while backward runs (activations, tiny at 64 px, are freed meanwhile)
+            transient, _ = profiler_peak_bytes(lambda loss=loss: engine.backward(loss))
             snapshots["after backward"] = inventory(engine)
+        else:
+            engine.backward(loss)
         engine.step()
     snapshots["after step"] = inventory(engine)
     live = all_live_tensor_bytes()
@@ -215,6 +219,7 @@ def rank_main(rank: int, stage: int, port: int, out_dir: str) -> None:
         "frozen": frozen,
         "optimizer_class": f"{type(engine.optimizer).__module__}.{type(engine.optimizer).__name__}",
         "snapshots": snapshots,
+        "backward_peak_bytes": transient,
         "live_tensor_bytes": live,
         "rss_bytes": rss,
         "engine_init_s": init_s,
@@ -302,6 +307,30 @@ def main() -> int:
         table(
             rows,
             ["stage", "category (rank 0)", "MiB after backward", "MiB after step", "formula MiB", "measured/formula"],
+        )
+    )
+    print(
+        "\npeak during the second engine.backward (torch.profiler profile_memory: running sum of CPU allocations and "
+        "frees, MiB above the level before backward), rank 0 / rank 1: transient gradients and reduce buckets that "
+        "the snapshots after backward no longer hold"
+    )
+    rows = []
+    for stage in stages:
+        recs = records[stage]
+        before = [sum(r["snapshots"]["after step"]["bytes"].values()) for r in recs]  # = the level before backward
+        peaks = [r["backward_peak_bytes"] for r in recs]
+        rows.append(
+            [
+                f"ZeRO-{stage}",
+                " / ".join(f"{b / MIB:.0f}" for b in before),
+                " / ".join(f"{p / MIB:.0f}" for p in peaks),
+                " / ".join(f"{(b + p) / MIB:.0f}" for b, p in zip(before, peaks, strict=True)),
+            ]
+        )
+    print(
+        table(
+            rows,
+            ["stage", "held between steps MiB", "+ peak during backward MiB", "= peak held during backward MiB"],
         )
     )
     print("\ncross-checks per rank (MiB): all live tensor storages in the process (gc), and process RSS")

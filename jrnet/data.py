@@ -309,9 +309,9 @@ def train_loader(cfg: Config, shards: ShardSet, plan: LoaderPlan, epoch: int, sk
 
 
 def _leave_stop_signals_to_main(_worker_id: int) -> None:
-    """Slurm signals every process of a job step: workers must not die of the signal meant to trigger a
-    checkpoint (the main process handles it and ends the workers itself)."""
-    for sig in (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2):
+    """Slurm sends its time-limit warning to every process of a job step: workers must not die of the signal
+    meant to trigger a checkpoint. SIGTERM keeps its default: the DataLoader ends its workers with it."""
+    for sig in (signal.SIGUSR1, signal.SIGUSR2):
         signal.signal(sig, signal.SIG_IGN)
 
 

@@ -61,3 +61,37 @@ def launch(args: list[str], ranks: int = 2, timeout: int = 300, check: bool = Tr
 def losses(output: Path) -> dict[int, float]:
     records = [json.loads(line) for line in (output / "metrics.jsonl").read_text().splitlines()]
     return {r["step"]: r["loss"] for r in records if "loss" in r}
+
+
+def run_args(shards: Path, output: Path, *extra: str) -> list[str]:
+    """launch.py arguments for the tiny config."""
+    return ["--config", "tiny", "--shards", str(shards), "--output", str(output), *extra]
+
+
+PATCHED_LAUNCH = """
+import os, signal, sys, torch
+real_save = torch.save
+def patched_save(obj, f, *a, **k):
+{body}
+    return real_save(obj, f, *a, **k)
+torch.save = patched_save
+sys.argv = ["launch.py", *sys.argv[1:]]
+sys.path.insert(0, {root!r})
+import launch
+sys.exit(launch.main())
+"""
+
+
+def launch_with_patched_save(body: str, args: list[str], workdir: Path) -> subprocess.CompletedProcess:
+    """One rank of launch.py whose torch.save first runs `body` (indented code seeing obj and f): a fault at
+    an exact point of a checkpoint write, in an otherwise real run."""
+    script = workdir / "patched_launch.py"
+    script.write_text(PATCHED_LAUNCH.format(body=body, root=str(ROOT)))
+    return subprocess.run(
+        [sys.executable, str(script), *args],
+        cwd=ROOT,
+        env=env() | {"MASTER_PORT": str(free_port())},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )

@@ -33,8 +33,11 @@ def write_shards(root, shards: int, per_shard: int, split: str = "train") -> Non
                 sink.write({"__key__": f"{ref:09d}", "jpg": jpg.getvalue(), "mask.png": png.getvalue(), "json": meta})
                 ref += 1
         entries.append({"name": name, "sha256": "-", "samples": per_shard, "sentences": 2 * per_shard})
-    manifest = {"dataset": "synthetic", "vocab_size": 4,
-                "splits": {split: {"shards": entries, "samples": ref, "sentences": 2 * ref}}}
+    manifest = {
+        "dataset": "synthetic",
+        "vocab_size": 4,
+        "splits": {split: {"shards": entries, "samples": ref, "sentences": 2 * ref}},
+    }
     (folder / "manifest.json").write_text(json.dumps(manifest))
 
 

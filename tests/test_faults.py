@@ -9,22 +9,16 @@ import json
 import shutil
 import signal
 import subprocess
-import sys
 import tarfile
-import textwrap
 import time
 from contextlib import contextmanager
 from pathlib import Path
 
 import psutil
 import pytest
-from distributed_run import BIN, ROOT, env, free_port, launch, losses
+from distributed_run import BIN, ROOT, env, free_port, launch, launch_with_patched_save, losses, run_args
 
 pytestmark = pytest.mark.slow
-
-
-def run_args(shards, output, *extra):
-    return ["--config", "tiny", "--shards", str(shards), "--output", str(output), *extra]
 
 
 def wait_for_step(output: Path, step: int, proc: subprocess.Popen, timeout: float = 120) -> None:
@@ -44,8 +38,15 @@ def test_sigkill_one_rank_exits_fast_and_resume_matches(synthetic_shards, tmp_pa
     launch(run_args(synthetic_shards, reference, *extra))
 
     out = tmp_path / "killed"
-    cmd = [str(BIN / "deepspeed"), "--num_gpus", "2", "--master_port", str(free_port()), str(ROOT / "launch.py"),
-           *run_args(synthetic_shards, out, *extra)]
+    cmd = [
+        str(BIN / "deepspeed"),
+        "--num_gpus",
+        "2",
+        "--master_port",
+        str(free_port()),
+        str(ROOT / "launch.py"),
+        *run_args(synthetic_shards, out, *extra),
+    ]
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     family = psutil.Process(proc.pid)
     try:
@@ -65,28 +66,13 @@ def test_sigkill_one_rank_exits_fast_and_resume_matches(synthetic_shards, tmp_pa
     assert losses(out) == losses(reference)
 
 
-SIGNAL_DURING_SAVE = textwrap.dedent("""
-    import os, signal, sys, torch
-    real_save = torch.save
-    def save_with_signal(obj, f, *a, **k):
-        if "step_00000003" in str(f) and "optim" in str(f):
-            os.kill(os.getpid(), signal.SIGTERM)  # arrives in the middle of writing checkpoint 3
-        return real_save(obj, f, *a, **k)
-    torch.save = save_with_signal
-    sys.argv = ["launch.py", *sys.argv[1:]]
-    sys.path.insert(0, {root!r})
-    import launch
-    sys.exit(launch.main())
-""")
-
-
 def test_sigterm_during_checkpoint_write(synthetic_shards, tmp_path):
     """The write in progress completes; the run stops at the next step with a checkpoint and exit code 75."""
-    script = tmp_path / "sigterm.py"
-    script.write_text(SIGNAL_DURING_SAVE.format(root=str(ROOT)))
+    signal_mid_write = """
+    if "step_00000003" in str(f) and "optim" in str(f):
+        os.kill(os.getpid(), signal.SIGTERM)"""
     out = tmp_path / "run"
-    proc = subprocess.run([sys.executable, str(script), *run_args(synthetic_shards, out)], cwd=ROOT,
-                          env=env() | {"MASTER_PORT": str(free_port())}, capture_output=True, text=True, timeout=300)
+    proc = launch_with_patched_save(signal_mid_write, run_args(synthetic_shards, out), tmp_path)
     assert proc.returncode == 75, proc.stderr[-3000:]
     checkpoints = out / "checkpoints"
     assert (checkpoints / "latest").read_text() == "step_00000004"
@@ -125,8 +111,9 @@ def test_broken_shards_skipped_and_counted_or_strict(synthetic_shards, tmp_path)
     last = [json.loads(x) for x in (tmp_path / "warn" / "metrics.jsonl").read_text().splitlines() if '"loss"' in x][-1]
     assert last["step"] == 14 and last["skipped_samples"] >= 2
 
-    strict = launch(run_args(tmp_path / "shards", tmp_path / "strict", *extra, "data.on_error=strict"), ranks=1,
-                    check=False)
+    strict = launch(
+        run_args(tmp_path / "shards", tmp_path / "strict", *extra, "data.on_error=strict"), ranks=1, check=False
+    )
     assert strict.returncode == 1
     error = [line for line in strict.stderr.splitlines() if line.startswith("error: ")]
     assert error and "broken data in" in error[0], strict.stderr[-3000:]
@@ -136,8 +123,9 @@ def test_broken_shards_skipped_and_counted_or_strict(synthetic_shards, tmp_path)
 @contextmanager
 def small_disk(path: Path, size: str):
     path.mkdir(parents=True)
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
-                             capture_output=True, text=True)
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True, text=True
+    )
     if mounted.returncode != 0:
         pytest.skip(f"cannot mount a size-limited tmpfs here (needs root): {mounted.stderr.strip()}")
     try:
@@ -150,8 +138,19 @@ def test_disk_full_while_sharding(synthetic_root, tmp_path, capsys):
     from pipeline.shard import main
 
     with small_disk(tmp_path / "disk", "200k") as out:
-        code = main(["synthetic", "--data-root", str(synthetic_root), "--out", str(out), "--workers", "1",
-                     "--samples-per-shard", "8"])
+        code = main(
+            [
+                "synthetic",
+                "--data-root",
+                str(synthetic_root),
+                "--out",
+                str(out),
+                "--workers",
+                "1",
+                "--samples-per-shard",
+                "8",
+            ]
+        )
         assert code == 1 and "No space left on device" in capsys.readouterr().err
         folder = out / "synthetic"
         assert not (folder / "manifest.json").exists()

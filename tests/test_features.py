@@ -66,8 +66,18 @@ def test_cache_refuses_what_would_make_it_wrong(cached, tmp_path):
 
 def test_training_from_the_cache(cached, tmp_path):
     shards, weights, _ = cached
-    args = ["--config", "tiny", "--shards", str(shards), "--output", str(tmp_path), "data.feature_cache=true",
-            f"model.backbone_weights={weights}", "--max-steps", "3"]
+    args = [
+        "--config",
+        "tiny",
+        "--shards",
+        str(shards),
+        "--output",
+        str(tmp_path),
+        "data.feature_cache=true",
+        f"model.backbone_weights={weights}",
+        "--max-steps",
+        "3",
+    ]
     launch(args, ranks=1)
     assert sorted(losses(tmp_path)) == [1, 2, 3]
     assert json.loads((tmp_path / "eval.json").read_text())["splits"]["val"]["samples"] > 0

@@ -5,18 +5,11 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
-import textwrap
 
 import pytest
-from distributed_run import ROOT, env, free_port, launch, losses
+from distributed_run import launch, launch_with_patched_save, losses, run_args
 
 pytestmark = pytest.mark.slow
-
-
-def run_args(shards, output, *extra):
-    return ["--config", "tiny", "--shards", str(shards), "--output", str(output), *extra]
 
 
 @pytest.fixture(scope="module")
@@ -78,36 +71,13 @@ def test_two_rank_checkpoint_resumes_on_one_rank(straight_runs, synthetic_shards
     assert resumed[4] == pytest.approx(straight[4], rel=0.05)  # same weights, other batch split: close
 
 
-CRASH = textwrap.dedent("""
-    import sys, torch
-    real_save = torch.save
-    def failing_save(obj, f, *a, **k):
-        if "step_00000006" in str(f) and "optim" in str(f):
-            with open(f, "wb") as half:
-                half.write(b"partial")
-            raise OSError(28, "No space left on device (injected)")
-        return real_save(obj, f, *a, **k)
-    torch.save = failing_save
-    sys.argv = ["launch.py", *sys.argv[1:]]
-    sys.path.insert(0, {root!r})
-    import launch
-    sys.exit(launch.main())
-""")
-
-
 def test_crash_while_writing_checkpoint_keeps_previous(synthetic_shards, tmp_path):
-    script = tmp_path / "crash.py"
-    script.write_text(CRASH.format(root=str(ROOT)))
+    crash = """
+    if "step_00000006" in str(f) and "optim" in str(f):
+        open(f, "wb").write(b"partial")
+        raise OSError(28, "No space left on device (injected)")"""
     out = tmp_path / "run"
-    cmd = [sys.executable, str(script), *run_args(synthetic_shards, out)]
-    proc = subprocess.run(
-        cmd,
-        cwd=ROOT,
-        env=env() | {"MASTER_PORT": str(free_port())},
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    proc = launch_with_patched_save(crash, run_args(synthetic_shards, out), tmp_path)
     assert proc.returncode != 0 and "injected" in proc.stderr
     assert (out / "checkpoints" / "latest").read_text() == "step_00000003"
     assert not (out / "checkpoints" / "step_00000006" / "meta.json").exists()
@@ -145,7 +115,7 @@ def test_evaluation_identical_on_one_and_two_ranks(straight_runs, synthetic_shar
     [
         (["train.learning_rate=1"], "unknown config key 'train.learning_rate'"),
         (["train.deepspeed_config=BAD"], "train_batch_size=999 conflicts"),
-        (["train.global_batch_size=7"], "not divisible by world size"),
+        (["train.global_batch_size=7", "train.grad_accum_steps=2"], "not divisible by world size"),
     ],
 )
 def test_bad_input_fails_before_training(synthetic_shards, tmp_path, extra, message):
