@@ -130,3 +130,40 @@ def test_bad_input_fails_before_training(synthetic_shards, tmp_path, extra, mess
 def test_missing_shards_folder(tmp_path):
     proc = launch(run_args(tmp_path / "nope", tmp_path / "out"), ranks=1, check=False)
     assert proc.returncode == 2 and "shards folder not found" in proc.stderr
+
+
+def test_predict_export_and_gallery(straight_runs, synthetic_shards, synthetic_root, tmp_path):
+    from PIL import Image
+
+    from jrnet.predict import main as predict
+
+    run = straight_runs[1]
+    model_file = tmp_path / "model.pt"
+    assert predict(["--checkpoint", str(run), "--shards", str(synthetic_shards), "--export", str(model_file)]) == 0
+    image = next((synthetic_root / "images" / "synthetic").glob("*.jpg"))
+    out = tmp_path / "pred"
+    assert (
+        predict(["--checkpoint", str(model_file), "--image", str(image), "--text", "the red circle", "--out", str(out)])
+        == 0
+    )  # the exported file alone: no shards, no DeepSpeed
+    mask = Image.open(out / f"{image.stem}_mask.png")
+    assert mask.size == Image.open(image).size and mask.mode == "L"
+    assert Image.open(out / f"{image.stem}_overlay.png").width == 2 * mask.width  # image | prediction
+    assert (
+        predict(
+            [
+                "--checkpoint",
+                str(run),
+                "--shards",
+                str(synthetic_shards),
+                "--split",
+                "val",
+                "--limit",
+                "3",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    assert Image.open(out / "gallery_val.png").height > 3 * mask.height // 2
