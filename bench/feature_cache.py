@@ -47,8 +47,13 @@ def case(name: str, overrides: list[str], batch: int, rounds: int) -> list[objec
         label=name,
     )
     ratio = median(times["images"]) / median(times["cache"])
-    return [name, batch, f"{median(times['images']):.3f} ({spread(times['images'])})",
-            f"{median(times['cache']):.3f} ({spread(times['cache'])})", f"{ratio:.2f}x"]
+    return [
+        name,
+        batch,
+        f"{median(times['images']):.3f} ({spread(times['images'])})",
+        f"{median(times['cache']):.3f} ({spread(times['cache'])})",
+        f"{ratio:.2f}x",
+    ]
 
 
 def main() -> None:
@@ -57,8 +62,10 @@ def main() -> None:
     args = p.parse_args()
     warnings.filterwarnings("ignore")
     torch.set_num_threads(2)
-    header("Feature cache: training step from images vs from cached trunk levels",
-           "seconds per optimizer step (forward + backward + AdamW), median of interleaved rounds, 2 threads")
+    header(
+        "Feature cache: training step from images vs from cached trunk levels",
+        "seconds per optimizer step (forward + backward + AdamW), median of interleaved rounds, 2 threads",
+    )
     rounds = 2 if args.quick else 5
     rows = [case("demo", [], 32, rounds * 2), case("paper_448", [], 2, rounds)]
     if not args.quick:

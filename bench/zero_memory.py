@@ -258,14 +258,19 @@ def main() -> int:
     records = {}
     for stage in stages:
         t0 = time.perf_counter()
-        mp.spawn(rank_main, args=(stage, free_port(), str(out)), nprocs=2, join=True)
-        records[stage] = [json.loads((out / f"stage{stage}_rank{r}.json").read_text()) for r in range(2)]
+        try:
+            mp.spawn(rank_main, args=(stage, free_port(), str(out)), nprocs=2, join=True)
+            records[stage] = [json.loads((out / f"stage{stage}_rank{r}.json").read_text()) for r in range(2)]
+        finally:
+            for r in range(2):
+                (out / f"stage{stage}_rank{r}.json").unlink(missing_ok=True)
         r0 = records[stage][0]
         print(
             f"ZeRO-{stage}: {time.perf_counter() - t0:.0f} s (this machine), optimizer {r0['optimizer_class']}, "
             f"loss after 2 steps {r0['loss']:.5f} / {records[stage][1]['loss']:.5f}",
             flush=True,
         )
+    out.rmdir()
     psi, frozen = records[stages[0]][0]["psi"], records[stages[0]][0]["frozen"]
     print(
         f"\ntrainable parameters Psi = {psi:,} ({psi / 1e6:.2f} M; the authors' head: 80.24 M), frozen = {frozen:,} "
