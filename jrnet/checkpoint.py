@@ -1,4 +1,4 @@
-"""Crash-safe DeepSpeed checkpoints: `<output>/checkpoints/step_XXXXXXXX/`, our own atomic `latest` marker.
+"""Crash-safe DeepSpeed checkpoints: `<output>/checkpoints/step_<8-digit step>/`, our own atomic `latest` marker.
 
 DeepSpeed's `latest` file is written by rank 0 with a plain open('w') and no barrier, so a crash can leave it
 naming a half-written checkpoint. Here every rank writes its shards, then a barrier, then rank 0 writes
