@@ -23,7 +23,7 @@ DEMO_OUT    ?= runs/demo
 
 demo: setup
 	@set -e; start=$$(date +%s); \
-	$(BIN)/python pipeline/shard.py synthetic --data-root $(DEMO_DATA) --out $(DEMO_SHARDS) --workers 2; \
+	$(BIN)/python pipeline/shard.py synthetic --data-root $(DEMO_DATA) --out $(DEMO_SHARDS) --workers 2 --max-words 12; \
 	$(BIN)/deepspeed --num_gpus 2 launch.py --config configs/demo.yaml --shards $(DEMO_SHARDS) \
 		--output $(DEMO_OUT) --resume auto; \
 	$(BIN)/python -m jrnet.evaluate --checkpoint $(DEMO_OUT) --shards $(DEMO_SHARDS) \

@@ -13,13 +13,8 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
-from jrnet.config import ConfigError, load_config
-from jrnet.data import DataError, LoaderPlan, ShardSet
-from jrnet.engine import deepspeed_config
-
-EXIT_REQUEUE = 75  # EX_TEMPFAIL: checkpointed on a signal, run again to continue
+from jrnet.preemption import EXIT_BAD_INPUT, EXIT_REQUEUE, StopSignal
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -28,44 +23,64 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--shards", required=True, help="folder written by pipeline/shard.py (holds <dataset>/)")
     p.add_argument("--output", required=True, help="run folder: checkpoints/, metrics.jsonl, eval.json")
     p.add_argument("--max-steps", type=int, default=None, help="stop at this step with a checkpoint")
-    p.add_argument("--resume", default="auto", help="auto (latest complete checkpoint), none, or a checkpoint path")
+    p.add_argument(
+        "--resume", default="auto", help="auto (latest complete checkpoint), none, or a checkpoint or run folder"
+    )
     p.add_argument("--local_rank", "--local-rank", type=int, default=None, help=argparse.SUPPRESS)
     p.add_argument("overrides", nargs="*", help="section.key=value, e.g. train.lr=1e-4 model.jrm_layers=1")
     return p.parse_args(argv)
 
 
-def preflight(args: argparse.Namespace):
-    """Config, shards and DeepSpeed config checked before any process group or engine exists."""
+def world_size_of_launch() -> int:
     import os
 
+    return int(os.environ.get("WORLD_SIZE", os.environ.get("SLURM_NTASKS", "1")))
+
+
+def preflight(args: argparse.Namespace, world_size: int | None = None):
+    """Config, shards, precision and DeepSpeed config checked before any process group or engine exists."""
+    import torch
+
+    from jrnet import checkpoint
+    from jrnet.config import ConfigError, load_config
+    from jrnet.data import LoaderPlan, ShardSet
+    from jrnet.engine import deepspeed_config
+
     cfg = load_config(args.config, args.overrides)
+    if cfg.train.precision == "fp16" and not torch.cuda.is_available():
+        raise ConfigError("train.precision=fp16 needs a CUDA GPU (no fp16 training on CPU): use fp32 or bf16")
     shards = ShardSet.open(args.shards, cfg.data.dataset)
+    shards.check_max_words(cfg)
     if cfg.data.feature_cache:
         shards = shards.features(cfg)
     for split in (cfg.data.train_split, *cfg.data.eval_splits):
         shards.urls(split)
-    world = int(os.environ.get("WORLD_SIZE", os.environ.get("SLURM_NTASKS", "1")))
+    world = world_size or world_size_of_launch()
     plan = LoaderPlan.make(cfg, shards.split(cfg.data.train_split)["samples"], world)
     deepspeed_config(cfg, world, plan.micro_batch)
     if args.max_steps is not None and args.max_steps < 1:
         raise ConfigError("--max-steps must be >= 1")
-    if args.resume not in ("auto", "none") and not Path(args.resume).exists():
-        raise ConfigError(f"--resume {args.resume}: no such checkpoint")
+    if args.resume not in ("auto", "none"):
+        checkpoint.find(args.resume)
     return cfg
 
 
 def main(argv: list[str] | None = None) -> int:
+    stop = StopSignal()  # first, before the heavy imports: a stop signal from here on is a clean stop, not a kill
+    from jrnet.checkpoint import CheckpointError
+    from jrnet.config import ConfigError
+    from jrnet.data import DataError
+
     args = parse_args(argv)
     try:
         cfg = preflight(args)
-    except (ConfigError, DataError) as e:
+    except (ConfigError, DataError, CheckpointError) as e:
         print(f"error: {e}", file=sys.stderr)
-        return 2
-    from jrnet.checkpoint import CheckpointError
+        return EXIT_BAD_INPUT
     from jrnet.train import train
 
     try:
-        result = train(cfg, args.shards, args.output, args.max_steps, args.resume)
+        result = train(cfg, args.shards, args.output, args.max_steps, args.resume, stop)
     except (DataError, CheckpointError) as e:
         # A DataLoader worker's error arrives with its traceback in the message: its last line says what broke.
         print(f"error: {str(e).strip().splitlines()[-1]}", file=sys.stderr)

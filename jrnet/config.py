@@ -67,7 +67,7 @@ class DataConfig:
     dataset: str = "synthetic"  # subfolder of --shards
     train_split: str = "train"
     eval_splits: tuple[str, ...] = ("val",)
-    max_words: int = 25
+    max_words: int = 25  # words per sentence: must equal the shards' (pipeline/shard.py --max-words)
     workers: int = 2  # DataLoader workers per rank
     shuffle_buffer: int = 1000
     on_error: str = "warn"  # warn (skip, log and count broken samples) | strict (fail naming the shard)
@@ -77,7 +77,7 @@ class DataConfig:
 
 @dataclass
 class TrainConfig:
-    global_batch_size: int = 50  # across all ranks and accumulation steps
+    global_batch_size: int = 48  # across all ranks and accumulation steps (paper: 50, which 4/8/16 ranks cannot split)
     grad_accum_steps: int = 1
     total_steps: int = 20000  # length of the LR schedule; --max-steps only stops early
     lr: float = 2.5e-4
@@ -129,8 +129,25 @@ class Config:
             raise ConfigError(f"model.mask_prior={m.mask_prior} must be in (0, 1)")
         if not 1 <= m.jrm_layers <= 12:
             raise ConfigError(f"model.jrm_layers={m.jrm_layers} must be in 1..12")
-        if t.global_batch_size < 1 or t.grad_accum_steps < 1:
-            raise ConfigError("train.global_batch_size and train.grad_accum_steps must be >= 1")
+        for key in (
+            "global_batch_size",
+            "grad_accum_steps",
+            "total_steps",
+            "log_every",
+            "eval_every",
+            "checkpoint_every",
+            "keep_checkpoints",
+        ):
+            _at_least(f"train.{key}", getattr(t, key), 1)
+        _at_least("data.workers", self.data.workers, 0)
+        _at_least("data.shuffle_buffer", self.data.shuffle_buffer, 1)
+        for key, value in (
+            ("data.max_words", self.data.max_words),
+            ("data.eval_limit", self.data.eval_limit),
+            ("train.threads", t.threads),
+        ):
+            if value is not None:
+                _at_least(key, value, 1)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -142,6 +159,11 @@ class Config:
 def _choice(key: str, value: Any, choices) -> None:
     if value not in choices:
         raise ConfigError(f"{key}={value!r} is not one of {sorted(choices, key=str)}")
+
+
+def _at_least(key: str, value: int, minimum: int) -> None:
+    if value < minimum:
+        raise ConfigError(f"{key}={value} must be >= {minimum}")
 
 
 def resolve_config_path(path: str | Path) -> Path:
@@ -158,39 +180,67 @@ def resolve_config_path(path: str | Path) -> Path:
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
-    """Config from a YAML file (or defaults) with dotted `section.key=value` overrides applied on top."""
+    """Config from a YAML file (or defaults) with dotted `section.key=value` overrides applied on top.
+
+    Every error names where the bad value came from: the file, or the command line override.
+    """
     raw: dict[str, Any] = {}
     source = "<defaults>"
     if path is not None:
         file = resolve_config_path(path)
         source = str(file)
-        raw = yaml.safe_load(file.read_text()) or {}
+        try:
+            raw = yaml.safe_load(file.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{file}: not valid YAML: {' '.join(str(e).split())}") from None
         if not isinstance(raw, dict):
             raise ConfigError(f"{file}: top level must be a mapping")
+    origins: dict[str, str] = {}
     for item in overrides:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise ConfigError(f"override {item!r} is not of the form section.key=value")
-        *parents, leaf = key.strip().split(".")
+        key, value = _parse_override(item)
+        *parents, leaf = key.split(".")
         node = raw
         for part in parents:
             node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                raise ConfigError(f"override {item!r}: {part} is not a section")
-        node[leaf] = yaml.safe_load(value)
-    config = _build(Config, raw, source, prefix="")
+        node[leaf] = value
+        origins[key] = f"command line override {item!r}"
+    config = _build(Config, raw, source, prefix="", origins=origins)
     config.validate()
     return config
+
+
+def _parse_override(item: str) -> tuple[str, Any]:
+    """`section.key=value` checked against the config's fields, the value read as YAML."""
+    key, sep, value = item.partition("=")
+    where = f"command line override {item!r}"
+    if not sep:
+        raise ConfigError(f"{where} is not of the form section.key=value")
+    key = key.strip()
+    cls = Config
+    for depth, part in enumerate(parts := key.split(".")):
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        if part not in fields:
+            valid = ".".join(parts[:depth]) or "the top level"
+            raise ConfigError(f"{where}: unknown config key '{key}'; valid keys of {valid}: {sorted(fields)}")
+        default = getattr(cls(), part)
+        last = depth == len(parts) - 1
+        if dataclasses.is_dataclass(default) == last:
+            raise ConfigError(f"{where}: '{key}' is " + ("a section, not a key" if last else "not a section"))
+        cls = type(default)
+    try:
+        return key, yaml.safe_load(value)
+    except yaml.YAMLError:
+        raise ConfigError(f"{where}: {value!r} is not a valid value") from None
 
 
 def config_from_dict(raw: dict[str, Any]) -> Config:
     """Rebuild a Config saved with `to_dict` (for example inside a checkpoint)."""
-    config = _build(Config, raw, "<dict>", prefix="")
+    config = _build(Config, raw, "<dict>", prefix="", origins={})
     config.validate()
     return config
 
 
-def _build(cls, raw: dict[str, Any], source: str, prefix: str):
+def _build(cls, raw: dict[str, Any], source: str, prefix: str, origins: dict[str, str]):
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(raw) - set(fields))
     if unknown:
@@ -202,36 +252,38 @@ def _build(cls, raw: dict[str, Any], source: str, prefix: str):
     defaults = cls()
     for name, value in raw.items():
         default = getattr(defaults, name)
+        key = f"{prefix}{name}"
         if dataclasses.is_dataclass(default):
             if not isinstance(value, dict):
-                raise ConfigError(f"{source}: {prefix}{name} must be a mapping")
-            kwargs[name] = _build(type(default), value, source, prefix=f"{prefix}{name}.")
+                raise ConfigError(f"{source}: {key} must be a mapping")
+            kwargs[name] = _build(type(default), value, source, prefix=f"{key}.", origins=origins)
         else:
-            kwargs[name] = _coerce(value, default, fields[name].type, f"{source}: {prefix}{name}")
+            kwargs[name] = _coerce(value, str(fields[name].type), f"{origins.get(key, source)}: {key}")
     return cls(**kwargs)
 
 
-def _coerce(value: Any, default: Any, hint: str, where: str) -> Any:
-    """Light type checking against the field's default so `train.lr=1e-3` and YAML lists both work."""
+def _coerce(value: Any, hint: str, where: str) -> Any:
+    """Check a value against the field's type hint (`int`, `float | None`, `tuple[int, ...]`, ...)."""
     if value is None:
-        if "None" in str(hint):
+        if hint.endswith("| None"):
             return None
         raise ConfigError(f"{where} may not be null")
-    if isinstance(default, tuple):
-        if not isinstance(value, list | tuple):
-            value = [value]
-        return tuple(value)
-    if isinstance(default, bool):
-        if not isinstance(value, bool):
-            raise ConfigError(f"{where}={value!r} must be true or false")
-        return value
-    if isinstance(default, float) and not isinstance(value, bool):
+    base = hint.removesuffix(" | None")
+    if base.startswith("tuple["):
+        item = base[len("tuple[") :].split(",")[0].strip()
+        values = value if isinstance(value, list | tuple) else [value]
+        return tuple(_coerce(v, item, where) for v in values)
+    if base == "bool" and not isinstance(value, bool):
+        raise ConfigError(f"{where}={value!r} must be true or false")
+    if base == "int" and (isinstance(value, bool) or not isinstance(value, int)):
+        raise ConfigError(f"{where}={value!r} must be an integer")
+    if base == "float":
+        if isinstance(value, bool):
+            raise ConfigError(f"{where}={value!r} must be a number")
         try:
             return float(value)  # YAML 1.1 reads "1e-3" as a string
         except (TypeError, ValueError):
             raise ConfigError(f"{where}={value!r} must be a number") from None
-    if isinstance(default, int) and not isinstance(value, int):
-        raise ConfigError(f"{where}={value!r} must be an integer")
-    if isinstance(default, str) and not isinstance(value, str):
+    if base == "str" and not isinstance(value, str):
         raise ConfigError(f"{where}={value!r} must be a string")
     return value

@@ -16,13 +16,13 @@ image's original resolution.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import logging
 import math
 import os
 import random
-import signal
 from dataclasses import dataclass
 from functools import partial
 from itertools import chain, count, islice
@@ -34,6 +34,7 @@ import webdataset as wds
 from PIL import Image
 
 from jrnet.config import Config
+from jrnet.preemption import kill_workers_at_exit, worker_ignores_stop_signals
 from jrnet.vocab import Vocab, load_glove_text
 
 log = logging.getLogger(__name__)
@@ -87,7 +88,26 @@ class ShardSet:
                 f"({explain_mismatch(self.root, fp)}); make it with: python pipeline/shard.py "
                 f"{self.manifest['dataset']} --out {self.root.parent} --features CONFIG"
             )
-        return ShardSet(root, json.loads((root / "manifest.json").read_text()), self.root)
+        cache = json.loads((root / "manifest.json").read_text())
+        if cache.get("source_shards") != self.shard_checksums():
+            raise DataError(
+                f"feature cache {root} is stale: the image shards were written again after it was made; remake it "
+                f"with: python pipeline/shard.py {self.manifest['dataset']} --out {self.root.parent} --features CONFIG"
+            )
+        return ShardSet(root, cache, self.root)
+
+    def shard_checksums(self) -> dict[str, str]:
+        return {s["name"]: s["sha256"] for split in self.manifest["splits"].values() for s in split["shards"]}
+
+    def check_max_words(self, cfg: Config) -> None:
+        """Sentences were cut at shard time: a run reading them as longer or shorter would pad or cut again."""
+        sharded = self.manifest["options"]["max_words"]
+        if cfg.data.max_words != sharded:
+            raise DataError(
+                f"data.max_words={cfg.data.max_words} but {self.root / 'manifest.json'} was sharded with "
+                f"--max-words {sharded}: set data.max_words={sharded}, or shard again with --max-words "
+                f"{cfg.data.max_words}"
+            )
 
     def vocab_size(self) -> int:
         return int(self.manifest["vocab_size"])
@@ -122,6 +142,24 @@ class LoaderPlan:
             )
         steps = max(1, train_samples // t.global_batch_size)
         return cls(t.global_batch_size // per_step, steps * t.grad_accum_steps, steps)
+
+
+def data_order(cfg: Config, shards: ShardSet, world_size: int) -> dict:
+    """Everything the order of training batches depends on: a resume continues mid-epoch only if none changed."""
+    d, t = cfg.data, cfg.train
+    checksums = [s["sha256"] for s in shards.split(d.train_split)["shards"]]
+    return {
+        "dataset": d.dataset,
+        "train_split": d.train_split,
+        "shards_sha256": hashlib.sha256(json.dumps(checksums).encode()).hexdigest(),
+        "world_size": world_size,
+        "workers": max(1, d.workers),  # 0 workers reads like 1
+        "shuffle_buffer": d.shuffle_buffer,
+        "global_batch_size": t.global_batch_size,
+        "grad_accum_steps": t.grad_accum_steps,
+        "max_words": d.max_words,
+        "seed": t.seed,
+    }
 
 
 # ---------------------------------------------------------------- stages (run inside DataLoader workers)
@@ -308,14 +346,8 @@ def train_loader(cfg: Config, shards: ShardSet, plan: LoaderPlan, epoch: int, sk
     return _loader(train_pipeline(cfg, urls, plan, epoch, skip), cfg.data.workers)
 
 
-def _leave_stop_signals_to_main(_worker_id: int) -> None:
-    """Slurm sends its time-limit warning to every process of a job step: workers must not die of the signal
-    meant to trigger a checkpoint. SIGTERM keeps its default: the DataLoader ends its workers with it."""
-    for sig in (signal.SIGUSR1, signal.SIGUSR2):
-        signal.signal(sig, signal.SIG_IGN)
-
-
 def _loader(pipeline, workers: int):
+    kill_workers_at_exit()
     # Its own generator: creating an iterator must not draw from the global RNG that dropout uses, or a
     # resumed run (new iterator mid-epoch) would drift from an uninterrupted one.
     return wds.WebLoader(
@@ -324,7 +356,7 @@ def _loader(pipeline, workers: int):
         num_workers=workers,
         persistent_workers=False,
         generator=torch.Generator().manual_seed(0),
-        worker_init_fn=_leave_stop_signals_to_main,
+        worker_init_fn=worker_ignores_stop_signals,
     )
 
 

@@ -101,11 +101,16 @@ def barrier() -> None:
 
 def any_rank(flag: bool) -> bool:
     """True on every rank when `flag` is true on at least one (e.g. a stop signal seen by one rank)."""
+    return bool(max_over_ranks(int(flag))[0])
+
+
+def max_over_ranks(*values: int) -> list[int]:
+    """Element-wise maximum over all ranks, several values in one collective."""
     if not torch.distributed.is_initialized():
-        return flag
-    t = torch.tensor([int(flag)], device=comm_device())
+        return list(values)
+    t = torch.tensor(values, dtype=torch.int64, device=comm_device())
     torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
-    return bool(t.item())
+    return t.tolist()
 
 
 def mean_over_ranks(value: float) -> float:

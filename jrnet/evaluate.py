@@ -11,8 +11,9 @@ import torch.nn.functional as F
 
 from jrnet.config import Config
 from jrnet.data import ShardSet, eval_loader, model_kwargs
-from jrnet.distributed import any_rank
+from jrnet.distributed import max_over_ranks
 from jrnet.metrics import IoUAccumulator
+from jrnet.preemption import EXIT_BAD_INPUT, StopSignal
 from jrnet.visualize import overlay_panel
 
 
@@ -35,16 +36,30 @@ def blank_inputs(cfg: Config, shards: ShardSet, device, dtype) -> dict:
 
 @torch.no_grad()
 def evaluate_split(
-    forward, cfg: Config, shards: ShardSet, split: str, device, dtype, batch_size: int, overlays: int = 0
-) -> tuple[dict, list]:
-    """Every rank must call this: ranks that run out of data keep pace with dummy batches (ZeRO-3 gathers)."""
+    forward,
+    cfg: Config,
+    shards: ShardSet,
+    split: str,
+    device,
+    dtype,
+    batch_size: int,
+    overlays: int = 0,
+    stop: StopSignal | None = None,
+) -> tuple[dict | None, list]:
+    """Every rank must call this: ranks that run out of data keep pace with dummy batches (ZeRO-3 gathers).
+
+    A stop signal on any rank ends the evaluation at the next batch on every rank: the summary is then None.
+    """
     acc = IoUAccumulator()
     panels = []
     batches = iter(eval_loader(cfg, shards, split, batch_size))
     dummy = None  # a rank out of data repeats its last batch, or a blank one if it never had any
     while True:
         batch = next(batches, None)
-        if not any_rank(batch is not None):
+        more, stopping = max_over_ranks(int(batch is not None), int(stop is not None and stop.received is not None))
+        if stopping:
+            return None, panels
+        if not more:
             break
         if batch is None:
             forward(**(dummy or blank_inputs(cfg, shards, device, dtype)))
@@ -63,10 +78,11 @@ def main(argv: list[str] | None = None) -> int:
     import argparse
     import json
     import logging
+    import sys
     from pathlib import Path
 
     from jrnet.distributed import init_distributed
-    from jrnet.inference import load
+    from jrnet.inference import LoadError, load
     from jrnet.metrics import format_table
     from jrnet.visualize import gallery
 
@@ -81,8 +97,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--local_rank", "--local-rank", type=int, default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
+    try:
+        trained = load(args.checkpoint, args.shards)
+    except LoadError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     env = init_distributed()
-    trained = load(args.checkpoint, args.shards)
     cfg = trained.cfg
     cfg.data.eval_limit = args.limit
     model = trained.model.to(env.device)
@@ -92,8 +112,9 @@ def main(argv: list[str] | None = None) -> int:
     results = {}
     for split in args.splits or cfg.data.eval_splits:
         overlays = args.overlays if env.is_main else 0
-        results[split], panels = evaluate_split(model, cfg, shards, split, env.device, torch.float32,
-                                                args.batch_size, overlays)
+        results[split], panels = evaluate_split(
+            model, cfg, shards, split, env.device, torch.float32, args.batch_size, overlays
+        )
         if panels:
             gallery([panel for panel, _ in panels]).save(out.with_name(f"gallery_{split}.png"))
     if env.is_main:

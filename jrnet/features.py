@@ -13,16 +13,9 @@ from pathlib import Path
 
 from jrnet.backbone import LEVEL_CHANNELS
 from jrnet.config import Config, ConfigError
+from jrnet.fileio import file_sha256
 
 PREPROCESS = "rgb-resize-bilinear-square-imagenet-normalize"  # jrnet.data.decode_image
-
-
-def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def check_cacheable(cfg: Config) -> None:

@@ -12,9 +12,13 @@ import torch
 
 from jrnet import checkpoint
 from jrnet.config import Config, config_from_dict
-from jrnet.data import ShardSet
-from jrnet.model import JRNet
+from jrnet.data import DataError, ShardSet
+from jrnet.model import JRNet, build_jrnet, check_trunk
 from jrnet.vocab import Vocab
+
+
+class LoadError(ValueError):
+    """A model that cannot be loaded as asked: missing or damaged checkpoint, wrong shards, another trunk."""
 
 
 @dataclass
@@ -24,29 +28,21 @@ class Trained:
     vocab: Vocab
 
 
-def checkpoint_folder(path: str | Path) -> Path:
-    """A run folder, its checkpoints/ folder, or one step folder -> the step folder."""
-    path = Path(path)
-    for candidate in (path / "checkpoints", path):
-        if (candidate / checkpoint.LATEST).is_file():
-            return checkpoint.latest(candidate)
-    if (path / "meta.json").is_file():
-        return path
-    raise FileNotFoundError(f"{path}: no complete checkpoint (no meta.json, no latest marker)")
-
-
-def checkpoint_config(path: str | Path) -> Config:
-    path = Path(path)
-    if path.is_file():
-        return config_from_dict(torch.load(path, map_location="cpu", weights_only=False)["config"])
-    return config_from_dict(checkpoint.meta(checkpoint_folder(path))["config"])
-
-
 def load(path: str | Path, shards: str | Path | None = None) -> Trained:
-    """From an exported file (self-contained) or a checkpoint (needs the shards: vocabulary, GloVe vectors)."""
-    path = Path(path)
+    """From an exported file (self-contained) or a checkpoint (needs the shards: vocabulary, GloVe vectors).
+
+    A frozen trunk left out of the checkpoint is rebuilt as training built it (weights file or seed) and checked
+    against the checkpoint's record of it; a mismatch is refused, never evaluated silently.
+    """
+    try:
+        return _load(Path(path), shards)
+    except (checkpoint.CheckpointError, DataError, ValueError) as e:
+        raise LoadError(str(e)) from e
+
+
+def _load(path: Path, shards: str | Path | None) -> Trained:
     if path.is_file():
-        blob = torch.load(path, map_location="cpu", weights_only=False)
+        blob = torch.load(path, map_location="cpu", weights_only=True)
         cfg = config_from_dict(blob["config"])
         cfg.model.backbone_weights = None  # every weight is in the file
         model = JRNet(cfg.model, len(blob["vocab"]))
@@ -54,19 +50,21 @@ def load(path: str | Path, shards: str | Path | None = None) -> Trained:
         return Trained(model.eval(), cfg, Vocab(blob["vocab"]))
     from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
 
-    folder = checkpoint_folder(path)
-    cfg = checkpoint_config(folder)
+    folder = checkpoint.find(path)
+    meta = checkpoint.meta(folder)
+    cfg = config_from_dict(meta["config"])
     if shards is None:
         raise ValueError(f"{path} is a DeepSpeed checkpoint: pass --shards (vocabulary and GloVe vectors)")
     shard_set = ShardSet.open(shards, cfg.data.dataset)
-    model = JRNet(cfg.model, shard_set.vocab_size(), shard_set.glove(cfg.model.glove))
+    model = build_jrnet(cfg, shard_set.vocab_size(), shard_set.glove(cfg.model.glove))
+    check_trunk(cfg, model.backbone.trunk, meta.get("trunk", {}), str(folder))
     state = get_fp32_state_dict_from_zero_checkpoint(str(folder.parent), tag=folder.name)
     missing, unexpected = model.load_state_dict(state, strict=False)
     restored_elsewhere = {n for n, p in model.named_parameters() if not p.requires_grad}
     restored_elsewhere |= {n for n, _ in model.named_buffers() if n.startswith("backbone.trunk.")}
     lost = sorted(set(missing) - restored_elsewhere)
     if lost or unexpected:
-        raise RuntimeError(f"{folder}: checkpoint does not fit the model: missing {lost[:3]}, extra {unexpected[:3]}")
+        raise ValueError(f"{folder}: checkpoint does not fit the model: missing {lost[:3]}, extra {unexpected[:3]}")
     return Trained(model.eval(), cfg, shard_set.vocab())
 
 

@@ -3,6 +3,9 @@
 The ablations of the paper (Tables 2 and 3) are the same class with other `model.variant` / `jrm_layers`.
 """
 
+import hashlib
+from pathlib import Path
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -10,8 +13,9 @@ from torch import nn
 
 from jrnet.backbone import Backbone
 from jrnet.cmmlf import build_fusion, masked_mean
-from jrnet.config import ModelConfig
+from jrnet.config import Config, ModelConfig
 from jrnet.decoder import MaskDecoder
+from jrnet.fileio import file_sha256
 from jrnet.jrm import JRM
 from jrnet.text import TextEncoder
 
@@ -40,8 +44,50 @@ class JRNet(nn.Module):
         logits = self.decoder(self.fusion(list(visual), sentence))
         return F.interpolate(logits, size=(self.image_size, self.image_size), mode="bilinear", align_corners=False)
 
-    def trainable_parameters(self):
-        return [p for p in self.parameters() if p.requires_grad]
+
+def build_jrnet(cfg: Config, vocab_size: int, glove: np.ndarray | None = None) -> JRNet:
+    """JRNet initialised from `train.seed`: training (every rank), evaluation and prediction build the same
+    random parts, which matters for the one part checkpoints leave out: a frozen trunk without a weights file."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.train.seed)
+        return JRNet(cfg.model, vocab_size, glove)
+
+
+def trunk_identity(cfg: Config, trunk: nn.Module) -> dict:
+    """What the frozen trunk was, recorded in every checkpoint so that a rebuilt trunk can be checked.
+
+    A trainable trunk is inside the checkpoint itself; a frozen one comes from a weights file or, without one,
+    from the seed, and `state_sha256` pins its exact values either way.
+    """
+    m = cfg.model
+    if not m.freeze_backbone:
+        return {"source": "checkpoint"}
+    digest = hashlib.sha256()
+    for name, tensor in sorted(trunk.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().reshape(-1).view(torch.uint8).numpy().tobytes())
+    if m.backbone_weights:
+        source = {"source": "weights", "weights": m.backbone_weights, "weights_sha256": file_sha256(m.backbone_weights)}
+    else:
+        source = {"source": "seed", "seed": cfg.train.seed}
+    return {**source, "state_sha256": digest.hexdigest()}
+
+
+def check_trunk(cfg: Config, trunk: nn.Module, recorded: dict, where: str) -> None:
+    """Refuse a rebuilt trunk that is not the one training used, saying why."""
+    if recorded.get("source") in (None, "checkpoint"):
+        return
+    if recorded["source"] == "weights":
+        path = cfg.model.backbone_weights
+        if not path or not Path(path).is_file():
+            raise ValueError(f"{where}: trained with the frozen trunk {recorded['weights']}, which is not found here")
+        if file_sha256(path) != recorded["weights_sha256"]:
+            raise ValueError(f"{where}: {path} is not the trunk weights file training used (sha256 differs)")
+    if trunk_identity(cfg, trunk)["state_sha256"] != recorded["state_sha256"]:
+        raise ValueError(
+            f"{where}: the rebuilt frozen trunk ({recorded['source']} {recorded.get('seed', '')}) differs from the "
+            "one training used (another torch version initialises differently?): export the model where it trained"
+        )
 
 
 def mask_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

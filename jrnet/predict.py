@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +20,8 @@ from PIL import Image
 
 from jrnet.data import ShardSet, decode_image, encode_tokens, eval_loader, model_kwargs
 from jrnet.evaluate import predict_masks
-from jrnet.inference import Trained, export, load
+from jrnet.inference import LoadError, Trained, export, load
+from jrnet.preemption import EXIT_BAD_INPUT
 from jrnet.visualize import gallery, overlay_panel
 
 
@@ -60,7 +62,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default="predictions")
     p.add_argument("--export", help="write a self-contained model file and stop")
     args = p.parse_args(argv)
-    trained = load(args.checkpoint, args.shards)
+    try:
+        trained = load(args.checkpoint, args.shards)
+    except LoadError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     if args.export:
         print(f"wrote {export(trained, Path(args.export))}")
         return 0

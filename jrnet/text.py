@@ -29,9 +29,10 @@ class TextEncoder(nn.Module):
         valid = tokens != 0
         # An all-padding sentence still runs one step (its words stay masked everywhere downstream).
         lengths = valid.sum(1).clamp(min=1).cpu()
-        # The LSTM runs in fp32 under autocast: small, and oneDNN has no bf16 kernel for packed sequences.
+        # The LSTM runs in its own weights' dtype, outside autocast: fp32 under bf16 autocast (oneDNN has no bf16
+        # kernel for packed sequences), fp16 when DeepSpeed's fp16 mode has cast the whole model to half.
         with torch.autocast(device_type=tokens.device.type, enabled=False):
-            embedded = self.embedding(tokens).float()
+            embedded = self.embedding(tokens).to(self.lstm.weight_ih_l0.dtype)
             packed = pack_padded_sequence(embedded, lengths, batch_first=True, enforce_sorted=False)
             out, _ = self.lstm(packed)
         words, _ = pad_packed_sequence(out, batch_first=True, total_length=tokens.shape[1])

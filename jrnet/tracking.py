@@ -8,12 +8,15 @@ one uninterrupted run.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import secrets
 from pathlib import Path
 
-from jrnet.checkpoint import atomic_write_text
 from jrnet.config import Config
+from jrnet.fileio import write_atomic_text
+
+log = logging.getLogger(__name__)
 
 
 def new_run_id() -> str:
@@ -45,8 +48,16 @@ class RunLogger:
     def _truncate_after(self, step: int) -> None:
         if not self.path.is_file():
             return
-        lines = [ln for ln in self.path.read_text().splitlines() if ln.strip() and json.loads(ln)["step"] <= step]
-        atomic_write_text(self.path, "".join(f"{ln}\n" for ln in lines))
+        kept = []
+        for number, line in enumerate(self.path.read_text().splitlines(), 1):
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:  # torn by a kill or a full disk mid-write
+                log.warning("%s: dropped unreadable line %d: %.80s", self.path, number, line)
+                continue
+            if record["step"] <= step:
+                kept.append(line)
+        write_atomic_text(self.path, "".join(f"{line}\n" for line in kept))
 
     def log(self, record: dict) -> None:
         if not self.enabled:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,12 +13,13 @@ from tqdm import tqdm
 
 from jrnet import checkpoint
 from jrnet.config import Config
-from jrnet.data import LoaderPlan, ShardSet, model_kwargs, train_loader
-from jrnet.distributed import DistEnv, any_rank, init_distributed, mean_over_ranks
+from jrnet.data import LoaderPlan, ShardSet, data_order, model_kwargs, train_loader
+from jrnet.distributed import DistEnv, init_distributed, max_over_ranks, mean_over_ranks
 from jrnet.engine import build_engine, resolve_precision, zero_stage
 from jrnet.evaluate import evaluate_split
 from jrnet.metrics import format_table
-from jrnet.model import JRNet, mask_loss
+from jrnet.model import build_jrnet, mask_loss, trunk_identity
+from jrnet.preemption import StopSignal
 from jrnet.tracking import RunLogger, new_run_id
 from jrnet.visualize import gallery
 
@@ -35,24 +35,6 @@ class Progress:
     batch_in_epoch: int = 0
 
 
-class StopSignal:
-    """SIGUSR1/SIGUSR2/SIGTERM ask for a checkpoint at the next step boundary, then a clean stop.
-
-    Slurm sends one ahead of the time limit (`--signal`) or on preemption; submitit uses USR2. The handler
-    only sets a flag: all ranks agree at the step boundary and save the same step together.
-    """
-
-    SIGNALS = (signal.SIGUSR1, signal.SIGUSR2, signal.SIGTERM)
-
-    def __init__(self):
-        self.received: int | None = None
-        for sig in self.SIGNALS:
-            signal.signal(sig, self._handler)
-
-    def _handler(self, signum, frame):
-        self.received = signum
-
-
 @dataclass
 class RunResult:
     progress: Progress
@@ -60,26 +42,30 @@ class RunResult:
     eval: dict | None
 
 
-def train(cfg: Config, shards_dir: str, output: str, max_steps: int | None, resume: str) -> RunResult:
-    stop = StopSignal()  # first: a warning signal during the setup must not kill the rank
+def train(
+    cfg: Config, shards_dir: str, output: str, max_steps: int | None, resume: str, stop: StopSignal | None = None
+) -> RunResult:
+    stop = stop or StopSignal()  # launch.py installs it first thing: a signal during the setup must not kill
     env = init_distributed(cfg.train.threads)
     logging.basicConfig(
         level=logging.INFO if env.is_main else logging.WARNING,
         format=f"%(asctime)s [rank {env.rank}] %(message)s",
     )
-    torch.manual_seed(cfg.train.seed)
+    shards = ShardSet.open(shards_dir, cfg.data.dataset)
+    shards.check_max_words(cfg)
     out = Path(output)
     ckdir = out / "checkpoints"
     if env.is_main:
         ckdir.mkdir(parents=True, exist_ok=True)
         (out / "config.json").write_text(cfg.dumps())
-
-    shards = ShardSet.open(shards_dir, cfg.data.dataset)
     if cfg.data.feature_cache:
         shards = shards.features(cfg)  # the trunk is skipped: its cached levels come from the shards
     plan = LoaderPlan.make(cfg, shards.split(cfg.data.train_split)["samples"], env.world_size)
-    model = JRNet(cfg.model, shards.vocab_size(), shards.glove(cfg.model.glove))
+    model = build_jrnet(cfg, shards.vocab_size(), shards.glove(cfg.model.glove))
+    trunk = trunk_identity(cfg, model.backbone.trunk)
+    order = data_order(cfg, shards, env.world_size)
     start = checkpoint.resolve(resume, ckdir)
+    checkpoint.set_aside_newer(ckdir, start, env)
     universal = start is not None and checkpoint.needs_universal(start, env.world_size)
     engine = build_engine(cfg, model, env.world_size, plan.micro_batch, load_universal=universal)
     dtype = next(p.dtype for p in engine.module.parameters() if p.is_floating_point())
@@ -91,14 +77,12 @@ def train(cfg: Config, shards_dir: str, output: str, max_steps: int | None, resu
             start = checkpoint.make_universal(start, env)
         state = checkpoint.load(engine, start, env)
         progress, run_id = Progress(**state["progress"]), state["wandb_id"]
-        if checkpoint.meta(start)["world_size"] != env.world_size:
-            progress.batch_in_epoch = 0  # another split of the data: continue from the start of the epoch
         log.info(
-            "resumed from %s at step %d (epoch %d, batch %d)",
+            "resumed from %s at step %d (epoch %d, %s)",
             start,
             progress.step,
             progress.epoch,
-            progress.batch_in_epoch,
+            resume_position(progress, state.get("data_order", {}), order),
         )
     run_id = run_id or new_run_id()
     logger = RunLogger(out, cfg, env.is_main, run_id, progress.step)
@@ -117,8 +101,13 @@ def train(cfg: Config, shards_dir: str, output: str, max_steps: int | None, resu
         zero_stage(cfg),
         env.device,
     )
+    signalled = max_over_ranks(stop.received or 0)[0]
+    if signalled:  # nothing trained since `start`: that checkpoint (or none) is where a requeued run continues
+        log.info("signal %d before the first step: stopping without a new checkpoint", signalled)
+        logger.finish()
+        return RunResult(progress, signalled, None)
 
-    ctx = TrainContext(cfg, env, engine, shards, plan, logger, ckdir, dtype, run_id)
+    ctx = TrainContext(cfg, env, engine, shards, plan, logger, ckdir, dtype, run_id, trunk, order, stop)
     bar = tqdm(total=stop_at, initial=progress.step, disable=not env.is_main, desc="train", dynamic_ncols=True)
     window = Window()
     while progress.step < stop_at:
@@ -132,21 +121,21 @@ def train(cfg: Config, shards_dir: str, output: str, max_steps: int | None, resu
             if boundary:
                 progress.step += 1
                 bar.update(1)
-                signalled = any_rank(stop.received is not None)
+                signalled = max_over_ranks(stop.received or 0)[0]
                 if progress.step % cfg.train.log_every == 0 or progress.step == stop_at or signalled:
                     ctx.log_window(progress, window)
                     window = Window()
                 paused = time.perf_counter()  # evaluation and checkpoints are not training throughput
-                if progress.step % cfg.train.eval_every == 0 and progress.step < stop_at:
-                    ctx.evaluate(progress.step)
+                if progress.step % cfg.train.eval_every == 0 and progress.step < stop_at and not signalled:
+                    signalled = ctx.evaluate(progress.step)[1]
                 last = progress.step == stop_at or signalled
                 if progress.step % cfg.train.checkpoint_every == 0 or last:
                     ctx.save(progress)
                 window.started += time.perf_counter() - paused
                 if signalled:
-                    log.info("signal %s: checkpoint at step %d written, stopping", stop.received, progress.step)
+                    log.info("signal %d: checkpoint at step %d written, stopping", signalled, progress.step)
                     logger.finish()
-                    return RunResult(progress, stop.received, None)
+                    return RunResult(progress, signalled, None)
                 if progress.step >= stop_at:
                     break
             t_ready = time.perf_counter()
@@ -156,9 +145,19 @@ def train(cfg: Config, shards_dir: str, output: str, max_steps: int | None, resu
             continue
         break
     bar.close()
-    result_eval = ctx.evaluate(progress.step, final=progress.step >= cfg.train.total_steps)
+    result_eval, signalled = ctx.evaluate(progress.step, final=progress.step >= cfg.train.total_steps)
     logger.finish()
-    return RunResult(progress, None, result_eval)
+    return RunResult(progress, signalled or None, result_eval)
+
+
+def resume_position(progress: Progress, saved: dict, current: dict) -> str:
+    """Continue mid-epoch only when the data order is the one the checkpoint was cut in; else restart the epoch."""
+    changed = [f"{k} {saved.get(k)!r} -> {v!r}" for k, v in current.items() if saved.get(k) != v]
+    if not changed:
+        return f"batch {progress.batch_in_epoch} of the epoch: exact data position"
+    lost = progress.batch_in_epoch
+    progress.batch_in_epoch = 0
+    return f"restarting the epoch, {lost} batches of it are seen again: the data order changed ({'; '.join(changed)})"
 
 
 @dataclass
@@ -187,9 +186,10 @@ class Window:
 
 
 class TrainContext:
-    def __init__(self, cfg, env: DistEnv, engine, shards, plan, logger, ckdir, dtype, run_id):
+    def __init__(self, cfg, env: DistEnv, engine, shards, plan, logger, ckdir, dtype, run_id, trunk, order, stop):
         self.cfg, self.env, self.engine, self.shards, self.plan = cfg, env, engine, shards, plan
         self.logger, self.ckdir, self.dtype, self.run_id = logger, ckdir, dtype, run_id
+        self.trunk, self.order, self.stop = trunk, order, stop
         self.skipped: dict[tuple[int, int], int] = {}  # (epoch, worker) -> broken samples skipped so far
 
     def micro_step(self, batch: dict, epoch: int) -> dict:
@@ -242,7 +242,8 @@ class TrainContext:
                 record["time_optimizer_s"],
             )
 
-    def evaluate(self, step: int, final: bool = False) -> dict:
+    def evaluate(self, step: int, final: bool = False) -> tuple[dict | None, int]:
+        """(results, 0), or (None, signal) when a stop signal ended the evaluation early on every rank."""
         cfg, out = self.cfg, self.ckdir.parent
         self.engine.eval()
         results, images = {}, {}
@@ -256,7 +257,13 @@ class TrainContext:
                 self.dtype,
                 batch_size=self.plan.micro_batch,
                 overlays=cfg.log.overlays if self.env.is_main else 0,
+                stop=self.stop,
             )
+            if summary is None:
+                self.engine.train()
+                signalled = max_over_ranks(self.stop.received or 0)[0]
+                log.info("signal %d: evaluation of %s at step %d abandoned", signalled, split, step)
+                return None, signalled
             results[split] = summary
             images[f"overlays/{split}"] = panels
             if self.env.is_main and panels:
@@ -270,9 +277,15 @@ class TrainContext:
             self.logger.log_images(step, images)
             (out / "eval.json").write_text(json.dumps({"step": step, "final": final, "splits": results}, indent=2))
             log.info("evaluation at step %d\n%s", step, format_table(results))
-        return results
+        return results, 0
 
     def save(self, progress: Progress) -> None:
-        state = {"progress": progress.__dict__.copy(), "config": self.cfg.to_dict(), "wandb_id": self.run_id}
+        state = {
+            "progress": progress.__dict__.copy(),
+            "config": self.cfg.to_dict(),
+            "wandb_id": self.run_id,
+            "trunk": self.trunk,
+            "data_order": self.order,
+        }
         path = checkpoint.save(self.engine, self.ckdir, progress.step, state, self.env, self.cfg.train.keep_checkpoints)
         log.info("checkpoint %s", path)

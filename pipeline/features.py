@@ -24,15 +24,10 @@ from jrnet.backbone import Backbone
 from jrnet.config import Config
 from jrnet.data import decode_image
 from jrnet.features import cache_root, fingerprint
-from jrnet.features import file_sha256 as sha256_of
+from jrnet.fileio import file_sha256 as sha256_of
+from jrnet.fileio import write_atomic_text
 
 TAR_MTIME = 946684800
-
-
-def _write_atomic_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 @torch.no_grad()
@@ -41,8 +36,10 @@ def feature_shard(trunk: Backbone, source: Path, target: Path, image_size: int, 
     samples = list(wds.DataPipeline(wds.SimpleShardList([str(source)]), wds.tarfile_to_samples()))
     tmp = target.with_name(f"{target.name}.tmp{os.getpid()}")
     try:
-        with open(tmp, "wb") as stream, wds.TarWriter(stream, encoder=False, mtime=TAR_MTIME, user="jrnet",
-                                                      group="jrnet", mode=0o444) as writer:
+        with (
+            open(tmp, "wb") as stream,
+            wds.TarWriter(stream, encoder=False, mtime=TAR_MTIME, user="jrnet", group="jrnet", mode=0o444) as writer,
+        ):
             for start in range(0, len(samples), batch_size):
                 chunk = samples[start : start + batch_size]
                 images = torch.stack([decode_image(s["jpg"], image_size) for s in chunk])
@@ -76,14 +73,15 @@ def write_feature_cache(cfg: Config, dataset_root: Path, batch_size: int = 32) -
         if target.is_file() and state.is_file() and json.loads(state.read_text()) == expected:
             continue
         written += feature_shard(trunk, dataset_root / shard["name"], target, cfg.model.image_size, batch_size)
-        _write_atomic_text(state, json.dumps(expected))
+        write_atomic_text(state, json.dumps(expected))
     manifest = dict(base)
     manifest["features"] = fp
+    manifest["source_shards"] = {s["name"]: s["sha256"] for s in shards}  # re-sharding makes the cache stale
     manifest["splits"] = {
         name: {**split, "shards": [{**s, "sha256": sha256_of(root / s["name"])} for s in split["shards"]]}
         for name, split in base["splits"].items()
     }
-    _write_atomic_text(root / "manifest.json", json.dumps(manifest, indent=2))
+    write_atomic_text(root / "manifest.json", json.dumps(manifest, indent=2))
     seconds = time.perf_counter() - started
     print(f"feature cache {root}: {written} images in {seconds:.1f} s ({written / max(seconds, 1e-6):.1f} images/s)")
     return root

@@ -177,18 +177,31 @@ class Refer:
         return ref_mask(self.ann_of(ref), image["height"], image["width"])
 
 
+class RefsUnpickler(pickle.Unpickler):
+    """Builds only what refer data holds (dicts, lists, tuples, strings, numbers): a pickle that names any class
+    or function, which is how a pickle runs code, is refused before anything is called."""
+
+    def find_class(self, module: str, name: str):
+        raise pickle.UnpicklingError(f"refused to load {module}.{name}: a refs file holds only plain data")
+
+
 def load_refs(path: Path) -> list[dict]:
-    """The pickled refs list. Pickles run code when loaded: only read files from a trusted source."""
+    """The pickled refs list, read with `RefsUnpickler`: files downloaded from anywhere cannot run code."""
     if not path.is_file():
         raise ReferError(f"refs file not found: {path}")
     try:
         with open(path, "rb") as file:
             # The public refs(*).p files were pickled by Python 2; latin1 reads their byte strings losslessly.
-            refs = pickle.load(file, encoding="latin1")
+            refs = RefsUnpickler(file, encoding="latin1").load()
     except (pickle.UnpicklingError, EOFError, AttributeError, ImportError, IndexError) as error:
         raise ReferError(f"{path}: not a refs pickle ({error})") from error
     if not isinstance(refs, list):
         raise ReferError(f"{path}: expected a list of refs, got {type(refs).__name__}")
+    seen: set[int] = set()
+    for ref in refs:
+        if ref["ref_id"] in seen:  # one shard key per ref: a second sample would be dropped without a word
+            raise ReferError(f"{path}: duplicate ref_id {ref['ref_id']}")
+        seen.add(ref["ref_id"])
     return refs
 
 

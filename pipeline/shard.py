@@ -44,6 +44,7 @@ from tqdm import tqdm
 
 from jrnet.config import ConfigError, load_config
 from jrnet.features import check_cacheable
+from jrnet.fileio import file_sha256, fsync_path, write_atomic
 from jrnet.vocab import PAD, UNK, GloveFormatError, GloveMatch, Vocab, read_glove, sentence_words, truncate
 from pipeline import synthetic
 from pipeline.features import write_feature_cache
@@ -273,33 +274,6 @@ def state_path(shard: Path) -> Path:
     return shard.with_name(shard.name + ".state.json")
 
 
-def file_sha256(path: Path) -> str:
-    with open(path, "rb") as file:
-        return hashlib.file_digest(file, "sha256").hexdigest()
-
-
-def fsync_directory(directory: Path) -> None:
-    descriptor = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write to a temporary name, fsync, then rename: readers see the old file or the whole new one."""
-    temporary = path.with_name(f"{path.name}.tmp{os.getpid()}")
-    try:
-        with open(temporary, "wb") as file:
-            file.write(data)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
-    fsync_directory(path.parent)
-
-
 def write_tar(task: ShardTask, temporary: Path) -> None:
     with open(temporary, "wb") as stream:
         # Fixed mtime, owner and mode make the bytes depend on the samples only.
@@ -321,7 +295,7 @@ def write_shard(task: ShardTask) -> ShardResult:
         os.replace(temporary, task.path)
     finally:
         temporary.unlink(missing_ok=True)
-    fsync_directory(task.path.parent)
+    fsync_path(task.path.parent)
     sha256 = file_sha256(task.path)
     state = {"sha256": sha256, "input": task.digest(), "samples": len(task.samples)}
     write_atomic(state_path(task.path), json.dumps(state).encode())

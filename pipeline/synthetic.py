@@ -34,7 +34,7 @@ import numpy as np
 from PIL import Image
 from pycocotools import mask as mask_utils
 
-from pipeline.refer import dataset_spec, ref_mask
+from pipeline.refer import dataset_spec, load_refs, ref_mask
 
 GENERATOR_VERSION = 1
 SHAPES = ("circle", "square", "triangle", "diamond")
@@ -564,7 +564,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    refs = pickle.loads(dataset_spec("synthetic").refs_path(args.data_root).read_bytes())
+    refs = load_refs(dataset_spec("synthetic").refs_path(args.data_root))
     seconds = time.perf_counter() - started
     print(f"wrote {args.num_images} images, {len(refs)} refs to {folder} in {seconds:.1f} s")
     return 0

@@ -38,9 +38,9 @@ import sys
 import time
 from pathlib import Path
 
+from jrnet.preemption import EXIT_BAD_INPUT, EXIT_REQUEUE
+
 REPO = Path(__file__).resolve().parents[1]
-EXIT_REQUEUE = 75
-EXIT_BAD_INPUT = 2
 # A non-zero rank that checkpointed waits this long for rank 0's `scontrol requeue` to end it.
 REQUEUE_WAIT_S = 120
 TERMINAL_STATES = {
@@ -237,15 +237,7 @@ def check(job: TrainJob, world_size: int) -> None:
         sys.path.insert(0, str(REPO))
     import launch
 
-    saved = os.environ.get("WORLD_SIZE")
-    os.environ["WORLD_SIZE"] = str(world_size)
-    try:
-        launch.preflight(launch.parse_args(job.argv()))
-    finally:
-        if saved is None:
-            os.environ.pop("WORLD_SIZE", None)
-        else:
-            os.environ["WORLD_SIZE"] = saved
+    launch.preflight(launch.parse_args(job.argv()), world_size)
 
 
 def make_executor(args: argparse.Namespace):
@@ -313,12 +305,13 @@ def main(argv: list[str] | None = None) -> int:
     job_spec = make_job(args)
     num_tasks = args.nodes * args.tasks_per_node
     if not args.no_check:
+        from jrnet.checkpoint import CheckpointError
         from jrnet.config import ConfigError
         from jrnet.data import DataError
 
         try:
             check(job_spec, num_tasks)
-        except (ConfigError, DataError) as e:
+        except (ConfigError, DataError, CheckpointError) as e:
             print(f"error: {e}", file=sys.stderr)
             return EXIT_BAD_INPUT
     if __name__ != "__main__":

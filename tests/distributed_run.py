@@ -7,6 +7,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -58,6 +59,18 @@ def launch(args: list[str], ranks: int = 2, timeout: int = 300, check: bool = Tr
     return proc
 
 
+def wait_for_step(output: Path, step: int, proc: subprocess.Popen, timeout: float = 120) -> None:
+    """Until `metrics.jsonl` logs `step` (the run must still be going)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        metrics = output / "metrics.jsonl"
+        if metrics.is_file() and any(f'"step": {step},' in line for line in metrics.read_text().splitlines()):
+            return
+        assert proc.poll() is None, "training ended before the fault could be injected"
+        time.sleep(0.02)
+    raise TimeoutError(f"step {step} not reached")
+
+
 def losses(output: Path) -> dict[int, float]:
     records = [json.loads(line) for line in (output / "metrics.jsonl").read_text().splitlines()]
     return {r["step"]: r["loss"] for r in records if "loss" in r}
@@ -95,3 +108,44 @@ def launch_with_patched_save(body: str, args: list[str], workdir: Path) -> subpr
         text=True,
         timeout=300,
     )
+
+
+PATCHED_RANK = """
+import os, signal, sys
+sys.argv = ["launch.py", *sys.argv[1:]]
+sys.path.insert(0, {root!r})
+{patch}
+import launch
+sys.exit(launch.main())
+"""
+
+
+def start_ranks_like_srun(args: list[str], workdir: Path, ranks: int = 2, patch: str = "") -> list[subprocess.Popen]:
+    """`ranks` processes of launch.py with only the SLURM_* variables `srun` sets (plus the master address),
+    each in its own process group like srun's tasks; `patch` is Python run in every rank before launch."""
+    script = workdir / "rank.py"
+    script.write_text(PATCHED_RANK.format(root=str(ROOT), patch=patch))
+    port = str(free_port())
+    procs = []
+    for rank in range(ranks):
+        slurm = {
+            "SLURM_PROCID": str(rank),
+            "SLURM_NTASKS": str(ranks),
+            "SLURM_LOCALID": str(rank),
+            "SLURM_NTASKS_PER_NODE": str(ranks),
+            "SLURM_JOB_NODELIST": "localhost",
+            "MASTER_ADDR": "127.0.0.1",
+            "MASTER_PORT": port,
+        }
+        log = open(workdir / f"rank{rank}.log", "w")  # noqa: SIM115 (closed when the process ends)
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, str(script), *args],
+                cwd=ROOT,
+                env=env() | slurm,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        )
+    return procs

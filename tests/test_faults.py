@@ -16,20 +16,19 @@ from pathlib import Path
 
 import psutil
 import pytest
-from distributed_run import BIN, ROOT, env, free_port, launch, launch_with_patched_save, losses, run_args
+from distributed_run import (
+    BIN,
+    ROOT,
+    env,
+    free_port,
+    launch,
+    launch_with_patched_save,
+    losses,
+    run_args,
+    wait_for_step,
+)
 
 pytestmark = pytest.mark.slow
-
-
-def wait_for_step(output: Path, step: int, proc: subprocess.Popen, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        metrics = output / "metrics.jsonl"
-        if metrics.is_file() and any(f'"step": {step},' in line for line in metrics.read_text().splitlines()):
-            return
-        assert proc.poll() is None, "training ended before the fault could be injected"
-        time.sleep(0.02)
-    raise TimeoutError(f"step {step} not reached")
 
 
 def test_sigkill_one_rank_exits_fast_and_resume_matches(synthetic_shards, tmp_path):

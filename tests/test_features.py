@@ -14,6 +14,7 @@ from jrnet.config import ConfigError, load_config
 from jrnet.data import DataError, LoaderPlan, ShardSet, model_kwargs, train_loader
 from jrnet.model import JRNet, mask_loss
 from pipeline.features import write_feature_cache
+from pipeline.shard import main as shard_main
 
 
 @pytest.fixture(scope="module")
@@ -81,3 +82,14 @@ def test_training_from_the_cache(cached, tmp_path):
     launch(args, ranks=1)
     assert sorted(losses(tmp_path)) == [1, 2, 3]
     assert json.loads((tmp_path / "eval.json").read_text())["splits"]["val"]["samples"] > 0
+
+
+def test_resharding_makes_the_cache_stale(cached, synthetic_root, tmp_path):
+    shards, _, cfg = cached
+    copy = tmp_path / "shards"
+    shutil.copytree(shards, copy)
+    argv = ["synthetic", "--data-root", str(synthetic_root), "--out", str(copy), "--workers", "1"]
+    assert shard_main([*argv, "--samples-per-shard", "5"]) == 0  # other shards, same images
+    with pytest.raises(DataError, match=r"feature cache .* is stale: the image shards were written again"):
+        ShardSet.open(copy, "synthetic").features(cfg)
+    assert ShardSet.open(shards, "synthetic").features(cfg).manifest["features"]  # the untouched copy still fits
