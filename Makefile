@@ -4,7 +4,7 @@ VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 
-.PHONY: setup demo test lint slurm-start slurm-stop
+.PHONY: setup demo test test-fast lint slurm-start slurm-stop
 
 setup: $(STAMP)
 
@@ -34,8 +34,13 @@ demo: setup
 test: setup
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m pytest -q
 
+# The pure-function and single-process tests: about 2 minutes, no DeepSpeed ranks, no Slurm.
+test-fast: setup
+	$(BIN)/python -m pytest -q -m "not slow and not slurm"
+
 lint: setup
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 slurm-start:
 	bash slurm/local_cluster.sh start

@@ -1,92 +1,9 @@
-"""Entry point for every launcher:
+"""`deepspeed --num_gpus N launch.py ...` (also torchrun, srun, python): the training command, installed as
+`jrnet-train`; see jrnet/launch.py."""
 
-    deepspeed --num_gpus N launch.py --config FILE --shards DIR --output DIR [--max-steps N]
-                                     [--resume auto|PATH|none] [section.key=value ...]
-    torchrun --nproc_per_node N launch.py ...      srun python launch.py ...      python launch.py ...
-
-Everything that can be checked before a rank starts training is checked first, with a clear error.
-Exit codes: 0 finished; 2 bad input (nothing started); 75 stopped by a signal after a complete checkpoint
-(the caller requeues, and `--resume auto` continues from that step).
-"""
-
-from __future__ import annotations
-
-import argparse
 import sys
 
-from jrnet.preemption import EXIT_BAD_INPUT, EXIT_REQUEUE, StopSignal
-
-
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", required=True, help="YAML file or a name in configs/ (paper_448, paper_576, demo)")
-    p.add_argument("--shards", required=True, help="folder written by pipeline/shard.py (holds <dataset>/)")
-    p.add_argument("--output", required=True, help="run folder: checkpoints/, metrics.jsonl, eval.json")
-    p.add_argument("--max-steps", type=int, default=None, help="stop at this step with a checkpoint")
-    p.add_argument(
-        "--resume", default="auto", help="auto (latest complete checkpoint), none, or a checkpoint or run folder"
-    )
-    p.add_argument("--local_rank", "--local-rank", type=int, default=None, help=argparse.SUPPRESS)
-    p.add_argument("overrides", nargs="*", help="section.key=value, e.g. train.lr=1e-4 model.jrm_layers=1")
-    return p.parse_args(argv)
-
-
-def world_size_of_launch() -> int:
-    import os
-
-    return int(os.environ.get("WORLD_SIZE", os.environ.get("SLURM_NTASKS", "1")))
-
-
-def preflight(args: argparse.Namespace, world_size: int | None = None):
-    """Config, shards, precision and DeepSpeed config checked before any process group or engine exists."""
-    import torch
-
-    from jrnet import checkpoint
-    from jrnet.config import ConfigError, load_config
-    from jrnet.data import LoaderPlan, ShardSet
-    from jrnet.engine import deepspeed_config
-
-    cfg = load_config(args.config, args.overrides)
-    if cfg.train.precision == "fp16" and not torch.cuda.is_available():
-        raise ConfigError("train.precision=fp16 needs a CUDA GPU (no fp16 training on CPU): use fp32 or bf16")
-    shards = ShardSet.open(args.shards, cfg.data.dataset)
-    shards.check_max_words(cfg)
-    if cfg.data.feature_cache:
-        shards = shards.features(cfg)
-    for split in (cfg.data.train_split, *cfg.data.eval_splits):
-        shards.urls(split)
-    world = world_size or world_size_of_launch()
-    plan = LoaderPlan.make(cfg, shards.split(cfg.data.train_split)["samples"], world)
-    deepspeed_config(cfg, world, plan.micro_batch)
-    if args.max_steps is not None and args.max_steps < 1:
-        raise ConfigError("--max-steps must be >= 1")
-    if args.resume not in ("auto", "none"):
-        checkpoint.find(args.resume)
-    return cfg
-
-
-def main(argv: list[str] | None = None) -> int:
-    stop = StopSignal()  # first, before the heavy imports: a stop signal from here on is a clean stop, not a kill
-    from jrnet.checkpoint import CheckpointError
-    from jrnet.config import ConfigError
-    from jrnet.data import DataError
-
-    args = parse_args(argv)
-    try:
-        cfg = preflight(args)
-    except (ConfigError, DataError, CheckpointError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    from jrnet.train import train
-
-    try:
-        result = train(cfg, args.shards, args.output, args.max_steps, args.resume, stop)
-    except (DataError, CheckpointError) as e:
-        # A DataLoader worker's error arrives with its traceback in the message: its last line says what broke.
-        print(f"error: {str(e).strip().splitlines()[-1]}", file=sys.stderr)
-        return 1
-    return 0 if result.stopped_by_signal is None else EXIT_REQUEUE
-
+from jrnet.launch import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -162,7 +162,7 @@ def coco_like_polygon(width: int, height: int, seed: int, vertices: int = 40) ->
 
 def mask_png(mask: np.ndarray) -> bytes:
     """The shard's mask encoding (8-bit 0/255 PNG, level 6), as pipeline/shard.py writes it."""
-    from pipeline.shard import png_mask
+    from jrnet.prep.shard import png_mask
 
     return png_mask(mask)
 
@@ -196,7 +196,7 @@ def make_coco_like(root: Path, images: int, bases: int = 16) -> int:
     import json
     import pickle
 
-    from pipeline.refer import dataset_spec
+    from jrnet.prep.refer import dataset_spec
 
     spec = dataset_spec("synthetic")
     image_dir = spec.image_root(root)

@@ -17,7 +17,7 @@ counter; given analytically), normalisation, activations, interpolation (a few %
 Throughput per GPU: samples/s = MFU x peak / training FLOPs per sample, for H100 SXM bf16 dense peak 989.4 TFLOP/s
 (NVIDIA's datasheet; 1979 is the 2:4-sparse figure) and MFU 30 % and 45 %, MFU counted on the executed FLOPs
 (trunk forward + head forward + head backward).
-Loader: the CPU seconds per sample of `jrnet.data.train_sample` (JPEG decode + resize + normalise, mask PNG decode
+Loader: the CPU seconds per sample of `jrnet.samples.train_sample` (JPEG decode + resize + normalise, mask PNG decode
 + resize, tokens) on a COCO-sized sample (640 x 480, ~160 KB JPEG; its full-resolution mask PNG), to 448 and 576
 px, 1 torch thread, measured as thread CPU time (time.thread_time: not inflated by other jobs on this machine)
 with wall time alongside, interleaved rounds; cores per GPU = samples/s per GPU x CPU seconds per sample.
@@ -39,8 +39,8 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from jrnet.cmmlf import masked_mean
 from jrnet.config import load_config
-from jrnet.data import train_sample
 from jrnet.model import JRNet, mask_loss
+from jrnet.samples import train_sample
 
 H100_BF16_DENSE = 989.4e12  # FLOP/s, H100 SXM5, dense (no sparsity)
 MFUS = (0.30, 0.45)
@@ -116,7 +116,7 @@ def lstm_flops(word_dim: int, hidden: int, words: int) -> float:
 
 
 def coco_sample() -> dict:
-    from pipeline.refer import ref_mask
+    from jrnet.prep.refer import ref_mask
 
     polygon = coco_like_polygon(640, 480, seed=7)
     mask = ref_mask({"segmentation": [polygon]}, 480, 640)
@@ -137,7 +137,7 @@ def uint8_sample(sample: dict, size: int, max_words: int) -> dict:
 
     from PIL import Image
 
-    from jrnet.data import decode_mask, encode_tokens
+    from jrnet.samples import decode_mask, encode_tokens
 
     meta = json.loads(sample["json"])
     image = Image.open(io.BytesIO(sample["jpg"])).convert("RGB").resize((size, size), Image.BILINEAR)
@@ -226,7 +226,7 @@ def main() -> int:
     sample = coco_sample()
     print(
         f"\nloader sample: {len(sample['jpg']) / 1024:.0f} KB JPEG 640x480, mask PNG {len(sample['mask.png'])} bytes; "
-        "jrnet.data.train_sample, 1 torch thread"
+        "jrnet.samples.train_sample, 1 torch thread"
     )
     cfgs = {s: load_config(f"paper_{s}") for s in (448, 576)}
     reps = 10 if args.quick else 20

@@ -5,7 +5,7 @@
 Three ways to produce the same kind of training batch (image normalised at S x S, mask at S x S, token ids) from
 the same generated dataset, same number of samples, same batch size, same worker count (0 = in the main process,
 and 2 DataLoader workers), in interleaved rounds, medians:
-  train loader : `jrnet.data.train_loader` as training runs it (shard shuffle, split by worker, tar reading,
+  train loader : `jrnet.stream.train_loader` as training runs it (shard shuffle, split by worker, tar reading,
                  shuffle buffer, decode + resize, batching);
   bare limit   : a plain loop over the same shard tars (python tarfile) calling the same `decode_image` /
                  `decode_mask` per sample and stacking batches; nothing else (the cost floor of decode+resize);
@@ -37,7 +37,9 @@ from common import coco_like_dataset, header, interleave, median, spread, synthe
 from PIL import Image
 
 from jrnet.config import load_config
-from jrnet.data import MEAN, STD, LoaderPlan, ShardSet, decode_image, decode_mask, encode_tokens, train_loader
+from jrnet.samples import MEAN, STD, decode_image, decode_mask, encode_tokens
+from jrnet.shards import ShardSet
+from jrnet.stream import LoaderPlan, train_loader
 
 
 def loader_config(image_size: int, workers: int):
@@ -118,7 +120,7 @@ class NaiveRefer(torch.utils.data.Dataset):
     """ReferDataset items (file open + full-resolution decode + polygon rasterisation), then the same resize."""
 
     def __init__(self, data_root: Path, shards: Path, image_size: int, max_words: int):
-        from pipeline.refer import ReferDataset
+        from jrnet.prep.refer import ReferDataset
 
         self.refer = ReferDataset(data_root, "synthetic", "train")
         self.vocab = ShardSet.open(shards, "synthetic").vocab()

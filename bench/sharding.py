@@ -81,8 +81,8 @@ def per_ref_costs(data_root: Path, count: int, scratch: Path) -> dict:
 
     from PIL import Image
 
-    from pipeline.refer import Refer, dataset_spec, ref_mask
-    from pipeline.shard import plan_shards, png_mask, rgb_jpeg, train_vocab, write_shard
+    from jrnet.prep.refer import Refer, dataset_spec, ref_mask
+    from jrnet.prep.shard import plan_shards, png_mask, rgb_jpeg, train_vocab, write_shard
 
     refer = Refer.load(data_root, dataset_spec("synthetic"))
     refs = refer.split_refs("train")[:count]
@@ -162,7 +162,7 @@ def main() -> int:
     )
     scratch = Path(tempfile.mkdtemp(prefix="bench-sharding-", dir=args.scratch))
     try:
-        from pipeline.synthetic import SyntheticOptions, generate
+        from jrnet.prep.synthetic import SyntheticOptions, generate
 
         tiny_root, coco_root = scratch / "tiny", scratch / "coco"
         t0 = time.perf_counter()

@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"  # named configs, shipped as package data
 
 # Paper Table 2 / Table 3 rows as presets: (reasoning, fusion, use_glove, positional_encoding).
 VARIANTS: dict[str, tuple[str, str, bool, bool]] = {
@@ -155,6 +155,9 @@ class Config:
     def dumps(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
 
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(json.loads(json.dumps(self.to_dict())), sort_keys=False)
+
 
 def _choice(key: str, value: Any, choices) -> None:
     if value not in choices:
@@ -189,12 +192,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
     if path is not None:
         file = resolve_config_path(path)
         source = str(file)
-        try:
-            raw = yaml.safe_load(file.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{file}: not valid YAML: {' '.join(str(e).split())}") from None
-        if not isinstance(raw, dict):
-            raise ConfigError(f"{file}: top level must be a mapping")
+        raw = _read_yaml(file)
     origins: dict[str, str] = {}
     for item in overrides:
         key, value = _parse_override(item)
@@ -207,6 +205,32 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
     config = _build(Config, raw, source, prefix="", origins=origins)
     config.validate()
     return config
+
+
+def _read_yaml(file: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """A config file's mapping; `extends: NAME` first reads that config (a name or a path beside this file)."""
+    try:
+        raw = yaml.safe_load(file.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{file}: not valid YAML: {' '.join(str(e).split())}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{file}: top level must be a mapping")
+    base_name = raw.pop("extends", None)
+    if base_name is None:
+        return raw
+    beside = file.parent / f"{base_name}.yaml"
+    base = beside if beside.is_file() else resolve_config_path(base_name)
+    if base.resolve() in seen:
+        raise ConfigError(f"{file}: extends {base_name}, which extends it again")
+    return merge(_read_yaml(base, (*seen, file.resolve())), raw)
+
+
+def merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    """`top` over `base`, mappings merged key by key."""
+    out = dict(base)
+    for key, value in top.items():
+        out[key] = merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
 
 
 def _parse_override(item: str) -> tuple[str, Any]:

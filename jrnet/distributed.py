@@ -32,7 +32,7 @@ def slurm_to_torch_env(environ=os.environ) -> None:
     environ["WORLD_SIZE"] = environ["SLURM_NTASKS"]
     environ["LOCAL_RANK"] = environ.get("SLURM_LOCALID", "0")
     tasks_per_node = environ.get("SLURM_NTASKS_PER_NODE", environ.get("SLURM_TASKS_PER_NODE", "1"))
-    environ["LOCAL_WORLD_SIZE"] = tasks_per_node.split("(")[0].split(",")[0]
+    environ["LOCAL_WORLD_SIZE"] = str(tasks_on_node(tasks_per_node, int(environ.get("SLURM_NODEID", "0"))))
     if "MASTER_ADDR" not in environ:
         nodes = subprocess.run(
             ["scontrol", "show", "hostnames", environ["SLURM_JOB_NODELIST"]],
@@ -42,6 +42,15 @@ def slurm_to_torch_env(environ=os.environ) -> None:
         ).stdout.split()
         environ["MASTER_ADDR"] = nodes[0]
     environ.setdefault("MASTER_PORT", str(20000 + int(environ.get("SLURM_JOB_ID", "0")) % 20000))
+
+
+def tasks_on_node(spec: str, node: int) -> int:
+    """Slurm's compressed tasks-per-node list ("4(x2),3" is 4, 4, 3) read at one node's index."""
+    counts = []
+    for part in spec.split(","):
+        count, _, repeat = part.partition("(x")
+        counts += [int(count)] * int(repeat.rstrip(")") or 1)
+    return counts[min(node, len(counts) - 1)]
 
 
 def local_world_size() -> int:

@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from jrnet.config import Config, ConfigError
+from jrnet.config import CONFIG_DIR, Config, ConfigError, merge
 
 
 def resolve_precision(requested: str) -> str:
@@ -39,6 +39,7 @@ def deepspeed_config(cfg: Config, world_size: int, micro_batch: int, load_univer
         # fp16 (GPUs without bf16): DeepSpeed's fp16 weights with dynamic loss scaling.
         "torch_autocast": {"enabled": precision == "bf16", "dtype": "bfloat16"},
         "fp16": {"enabled": precision == "fp16"},
+        "bf16": {"enabled": False},  # bf16 is torch autocast above, never DeepSpeed's bf16 weights
         "steps_per_print": 10**9,  # our own logger reports
         "wall_clock_breakdown": False,
     }
@@ -48,14 +49,22 @@ def deepspeed_config(cfg: Config, world_size: int, micro_batch: int, load_univer
         ours["checkpoint"] = {"load_universal": True}
     if path is None:
         return ours
+    for key in ("optimizer", "scheduler"):
+        if key in theirs and key not in ours:
+            raise ConfigError(
+                f"{path}: {key} is set by the run config (train.lr, betas, weight_decay, poly_power, warmup_steps), "
+                "not by the DeepSpeed JSON: remove it"
+            )
     _check_agreement(ours, theirs, path, prefix="")
-    return _merge(theirs, ours)
+    return merge(theirs, ours)
 
 
 def _read_json(file: str | None) -> tuple[dict, Path | None]:
     if file is None:
         return {}, None
     path = Path(file)
+    if not path.is_file() and not path.is_absolute() and (CONFIG_DIR / path).is_file():
+        path = CONFIG_DIR / path  # a file shipped with the named configs, e.g. deepspeed/zero1.json
     if not path.is_file():
         raise ConfigError(f"train.deepspeed_config: file not found: {path}")
     try:
@@ -86,20 +95,14 @@ def _check_agreement(ours: dict, theirs: dict, path: Path, prefix: str) -> None:
             )
 
 
-def _merge(base: dict, top: dict) -> dict:
-    out = dict(base)
-    for key, value in top.items():
-        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
-    return out
-
-
 def _adamw(cfg: Config) -> dict:
     t = cfg.train
     return {"lr": t.lr, "betas": list(t.betas), "weight_decay": t.weight_decay}
 
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    """Weight decay on weights of convolutions and linears only, not on norms and biases."""
+    """Weight decay on every trainable weight with more than one dimension (convolutions, linears, the LSTM, a
+    trained word embedding), none on norms and biases."""
     decay, no_decay = [], []
     for name, p in model.named_parameters():
         if p.requires_grad:

@@ -1,7 +1,9 @@
 """Distributed evaluation over every sentence of a split, at each image's original resolution.
 
-Library use: `evaluate(...)` from the training loop. Command line:
-    python -m jrnet.evaluate --checkpoint CK --shards DIR --split val [--split testA ...]
+Library use: `evaluate_split(...)` from the training loop. Command line (one or several ranks; each rank
+uses its own GPU with bf16 autocast when there is one, else the CPU in fp32):
+    jrnet-evaluate --checkpoint CK --shards DIR --split val [--split testA ...]
+    deepspeed --num_gpus 8 --module jrnet.evaluate ...
 """
 
 from __future__ import annotations
@@ -10,10 +12,12 @@ import torch
 import torch.nn.functional as F
 
 from jrnet.config import Config
-from jrnet.data import ShardSet, eval_loader, model_kwargs
 from jrnet.distributed import max_over_ranks
+from jrnet.eval_stream import eval_loader
 from jrnet.metrics import IoUAccumulator
+from jrnet.model import model_kwargs
 from jrnet.preemption import EXIT_BAD_INPUT, StopSignal
+from jrnet.shards import ShardSet
 from jrnet.visualize import overlay_panel
 
 
@@ -81,16 +85,17 @@ def main(argv: list[str] | None = None) -> int:
     import sys
     from pathlib import Path
 
+    from jrnet.cli import HelpFormatter
     from jrnet.distributed import init_distributed
-    from jrnet.inference import LoadError, load
+    from jrnet.inference import LoadError, autocast, load
     from jrnet.metrics import format_table
     from jrnet.visualize import gallery
 
-    p = argparse.ArgumentParser(description="Evaluate a JRNet checkpoint: the paper's table per split.")
-    p.add_argument("--checkpoint", required=True, help="run folder, checkpoint folder, or exported model.pt")
-    p.add_argument("--shards", required=True)
+    p = argparse.ArgumentParser(prog="jrnet-evaluate", description=__doc__, formatter_class=HelpFormatter)
+    p.add_argument("--checkpoint", required=True, help="run folder, checkpoint folder, or exported folder")
+    p.add_argument("--shards", required=True, help="folder written by pipeline/shard.py (holds <dataset>/)")
     p.add_argument("--split", dest="splits", action="append", help="repeatable; default: the config's eval splits")
-    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--batch-size", type=int, default=16, help="sentences per forward pass")
     p.add_argument("--output", default=None, help="JSON file for the results (default: beside the checkpoint)")
     p.add_argument("--limit", type=int, default=None, help="only the first N refs of each split")
     p.add_argument("--overlays", type=int, default=0, help="write a gallery of the first N sentences per split")
@@ -105,7 +110,12 @@ def main(argv: list[str] | None = None) -> int:
     env = init_distributed()
     cfg = trained.cfg
     cfg.data.eval_limit = args.limit
-    model = trained.model.to(env.device)
+    model = trained.model.to(env.device)  # one GPU per rank (jrnet.distributed), else the CPU
+
+    def forward(**inputs):
+        with autocast(env.device):
+            return model(**inputs)
+
     shards = ShardSet.open(args.shards, cfg.data.dataset)
     ck = Path(args.checkpoint)
     out = Path(args.output) if args.output else (ck if ck.is_dir() else ck.parent) / "evaluate.json"
@@ -113,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     for split in args.splits or cfg.data.eval_splits:
         overlays = args.overlays if env.is_main else 0
         results[split], panels = evaluate_split(
-            model, cfg, shards, split, env.device, torch.float32, args.batch_size, overlays
+            forward, cfg, shards, split, env.device, torch.float32, args.batch_size, overlays
         )
         if panels:
             gallery([panel for panel, _ in panels]).save(out.with_name(f"gallery_{split}.png"))

@@ -1,19 +1,25 @@
 """A trained JRNet for evaluation and prediction, from a DeepSpeed checkpoint (any ZeRO stage, any number of
-ranks) or from an exported `model.pt`. Frozen parts left out of checkpoints (the backbone trunk, GloVe vectors)
-come back from where the config says they live: the local weights file and the shards' glove.npy.
+ranks) or from an exported folder. Frozen parts left out of checkpoints (the backbone trunk, GloVe vectors)
+come back from where the config says they live: the local weights file (or the seed) and the shards' glove.npy.
+
+An export is a folder anyone can load without DeepSpeed, shards or a backbone file: `model.safetensors` (every
+weight, fp32), `config.json` and `vocab.json`, read back by `JRNet.from_pretrained(folder)`.
 """
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from safetensors.torch import save_file
 
 from jrnet import checkpoint
 from jrnet.config import Config, config_from_dict
-from jrnet.data import DataError, ShardSet
-from jrnet.model import JRNet, build_jrnet, check_trunk
+from jrnet.fileio import write_atomic_text
+from jrnet.model import CONFIG, VOCAB, WEIGHTS, JRNet, build_jrnet, check_trunk
+from jrnet.shards import DataError, ShardSet
 from jrnet.vocab import Vocab
 
 
@@ -41,13 +47,9 @@ def load(path: str | Path, shards: str | Path | None = None) -> Trained:
 
 
 def _load(path: Path, shards: str | Path | None) -> Trained:
-    if path.is_file():
-        blob = torch.load(path, map_location="cpu", weights_only=True)
-        cfg = config_from_dict(blob["config"])
-        cfg.model.backbone_weights = None  # every weight is in the file
-        model = JRNet(cfg.model, len(blob["vocab"]))
-        model.load_state_dict(blob["state_dict"])
-        return Trained(model.eval(), cfg, Vocab(blob["vocab"]))
+    if (path / WEIGHTS).is_file():
+        model = JRNet.from_pretrained(path)
+        return Trained(model, model.config, Vocab.from_file(path / VOCAB))
     from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
 
     folder = checkpoint.find(path)
@@ -68,10 +70,27 @@ def _load(path: Path, shards: str | Path | None) -> Trained:
     return Trained(model.eval(), cfg, shard_set.vocab())
 
 
-def export(trained: Trained, out: Path) -> Path:
-    """Consolidated fp32 weights, config and vocabulary in one file: no DeepSpeed, shards or backbone file."""
-    blob = {"config": trained.cfg.to_dict(), "vocab": trained.vocab.words, "state_dict": trained.model.state_dict()}
-    tmp = out.with_name(f".{out.name}.tmp")
-    torch.save(blob, tmp)
-    tmp.replace(out)
-    return out
+def export(trained: Trained, folder: Path) -> Path:
+    """Every weight (fp32) with its config and vocabulary; the weights file is written last."""
+    folder.mkdir(parents=True, exist_ok=True)
+    write_atomic_text(folder / CONFIG, trained.cfg.dumps())
+    write_atomic_text(folder / VOCAB, trained.vocab.to_json())
+    tensors = {name: t.detach().float().contiguous() for name, t in trained.model.state_dict().items()}
+    temporary = folder / f".{WEIGHTS}.tmp"
+    save_file(tensors, temporary)
+    temporary.replace(folder / WEIGHTS)
+    return folder
+
+
+def inference_device(requested: str) -> torch.device:
+    """`auto`: the first GPU when there is one, else the CPU."""
+    if requested == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(requested)
+
+
+def autocast(device: torch.device):
+    """bf16 autocast on GPUs that have it (fp16 on older ones), none on the CPU: fp32 there."""
+    if device.type != "cuda":
+        return contextlib.nullcontext()
+    return torch.autocast("cuda", dtype=torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16)

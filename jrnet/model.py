@@ -3,21 +3,28 @@
 The ablations of the paper (Tables 2 and 3) are the same class with other `model.variant` / `jrm_layers`.
 """
 
+from __future__ import annotations
+
 import hashlib
+import json
+import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from safetensors.torch import load_file
 from torch import nn
 
 from jrnet.backbone import Backbone
 from jrnet.cmmlf import build_fusion, masked_mean
-from jrnet.config import Config, ModelConfig
+from jrnet.config import Config, ModelConfig, config_from_dict
 from jrnet.decoder import MaskDecoder
 from jrnet.fileio import file_sha256
 from jrnet.jrm import JRM
 from jrnet.text import TextEncoder
+
+CONFIG, VOCAB, WEIGHTS = "config.json", "vocab.json", "model.safetensors"  # an exported model's folder
 
 
 class JRNet(nn.Module):
@@ -43,6 +50,20 @@ class JRNet(nn.Module):
         sentence = [masked_mean(x, valid) for x in word_out]
         logits = self.decoder(self.fusion(list(visual), sentence))
         return F.interpolate(logits, size=(self.image_size, self.image_size), mode="bilinear", align_corners=False)
+
+    @classmethod
+    def from_pretrained(cls, folder: str | Path) -> JRNet:
+        """An exported model (`jrnet-predict --export`), in eval mode, with its run config as `.config`."""
+        folder = Path(folder)
+        config = config_from_dict(json.loads((folder / CONFIG).read_text()))
+        config.model.backbone_weights = None  # every weight is in the folder
+        vocab_size = len(json.loads((folder / VOCAB).read_text())["words"])
+        with warnings.catch_warnings():  # "random trunk" and "no GloVe" warnings: the weights come next
+            warnings.simplefilter("ignore")
+            model = cls(config.model, vocab_size)
+        model.load_state_dict(load_file(folder / WEIGHTS))
+        model.config = config
+        return model.eval()
 
 
 def build_jrnet(cfg: Config, vocab_size: int, glove: np.ndarray | None = None) -> JRNet:
@@ -88,6 +109,16 @@ def check_trunk(cfg: Config, trunk: nn.Module, recorded: dict, where: str) -> No
             f"{where}: the rebuilt frozen trunk ({recorded['source']} {recorded.get('seed', '')}) differs from the "
             "one training used (another torch version initialises differently?): export the model where it trained"
         )
+
+
+def model_kwargs(batch: dict, device, dtype) -> dict:
+    """Keyword arguments of JRNet.forward for a batch from image shards or from the feature cache."""
+    kwargs = {"tokens": batch["tokens"].to(device)}
+    if "levels" in batch:
+        kwargs["cached"] = batch["levels"].to(device)
+    else:
+        kwargs["image"] = batch["image"].to(device, dtype)
+    return kwargs
 
 
 def mask_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

@@ -18,6 +18,7 @@ import sys
 
 EXIT_BAD_INPUT = 2  # nothing started: fix the command or the data
 EXIT_REQUEUE = 75  # EX_TEMPFAIL: checkpointed on a signal, run again with --resume auto to continue
+MAX_REQUEUES = 20  # both launchers' default bound (slurm/train.sh MAX_RESTARTS, jrnet-submit --max-requeues)
 STOP_SIGNALS = (signal.SIGUSR1, signal.SIGUSR2, signal.SIGTERM)
 _PR_SET_PDEATHSIG = 1  # linux/prctl.h
 

@@ -1,10 +1,16 @@
-"""The training loop: step-based, epochs defined by the data, exact resume, periodic evaluation and checkpoints."""
+"""Training: a Trainer holds the run's state (model, optimizer and schedule in the DeepSpeed engine, the data
+stream's position, the step) and loops "train step, then maybe log, evaluate, save, stop".
+
+What a resume restores is `Trainer.state_dict()`, saved with every checkpoint beside DeepSpeed's own state.
+"""
 
 from __future__ import annotations
 
 import json
 import logging
+import sys
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,13 +19,15 @@ from tqdm import tqdm
 
 from jrnet import checkpoint
 from jrnet.config import Config
-from jrnet.data import LoaderPlan, ShardSet, data_order, model_kwargs, train_loader
 from jrnet.distributed import DistEnv, init_distributed, max_over_ranks, mean_over_ranks
 from jrnet.engine import build_engine, resolve_precision, zero_stage
 from jrnet.evaluate import evaluate_split
+from jrnet.feature_cache import open_cache
 from jrnet.metrics import format_table
-from jrnet.model import build_jrnet, mask_loss, trunk_identity
+from jrnet.model import build_jrnet, mask_loss, model_kwargs, trunk_identity
 from jrnet.preemption import StopSignal
+from jrnet.shards import ShardSet
+from jrnet.stream import LoaderPlan, TrainStream
 from jrnet.tracking import RunLogger, new_run_id
 from jrnet.visualize import gallery
 
@@ -27,18 +35,9 @@ log = logging.getLogger("jrnet.train")
 
 
 @dataclass
-class Progress:
-    """Where the run is: optimizer steps done, epoch, micro-batches of that epoch already consumed."""
-
-    step: int = 0
-    epoch: int = 0
-    batch_in_epoch: int = 0
-
-
-@dataclass
 class RunResult:
-    progress: Progress
-    stopped_by_signal: int | None
+    step: int
+    stopped_by_signal: int | None  # the signal that stopped the run after a checkpoint, or None: it finished
     eval: dict | None
 
 
@@ -53,111 +52,20 @@ def train(
     )
     shards = ShardSet.open(shards_dir, cfg.data.dataset)
     shards.check_max_words(cfg)
+    if cfg.data.feature_cache:
+        shards = open_cache(shards, cfg)  # the trunk is skipped: its cached levels come from the shards
     out = Path(output)
     ckdir = out / "checkpoints"
     if env.is_main:
         ckdir.mkdir(parents=True, exist_ok=True)
         (out / "config.json").write_text(cfg.dumps())
-    if cfg.data.feature_cache:
-        shards = shards.features(cfg)  # the trunk is skipped: its cached levels come from the shards
-    plan = LoaderPlan.make(cfg, shards.split(cfg.data.train_split)["samples"], env.world_size)
-    model = build_jrnet(cfg, shards.vocab_size(), shards.glove(cfg.model.glove))
-    trunk = trunk_identity(cfg, model.backbone.trunk)
-    order = data_order(cfg, shards, env.world_size)
     start = checkpoint.resolve(resume, ckdir)
     checkpoint.set_aside_newer(ckdir, start, env)
     universal = start is not None and checkpoint.needs_universal(start, env.world_size)
-    engine = build_engine(cfg, model, env.world_size, plan.micro_batch, load_universal=universal)
-    dtype = next(p.dtype for p in engine.module.parameters() if p.is_floating_point())
-    torch.manual_seed(cfg.train.seed + env.rank)  # same init on every rank (above), own dropout masks from here
-
-    progress, run_id = Progress(), None
+    trainer = Trainer(cfg, env, shards, out, stop, load_universal=universal)
     if start is not None:
-        if universal:
-            start = checkpoint.make_universal(start, env)
-        state = checkpoint.load(engine, start, env)
-        progress, run_id = Progress(**state["progress"]), state["wandb_id"]
-        log.info(
-            "resumed from %s at step %d (epoch %d, %s)",
-            start,
-            progress.step,
-            progress.epoch,
-            resume_position(progress, state.get("data_order", {}), order),
-        )
-    run_id = run_id or new_run_id()
-    logger = RunLogger(out, cfg, env.is_main, run_id, progress.step)
-    stop_at = min(cfg.train.total_steps, max_steps or cfg.train.total_steps)
-    precision = resolve_precision(cfg.train.precision)
-    log.info(
-        "world %d | global batch %d = %d ranks x micro-batch %d x accumulation %d | %d steps/epoch | "
-        "precision %s | ZeRO-%d | %s",
-        env.world_size,
-        cfg.train.global_batch_size,
-        env.world_size,
-        plan.micro_batch,
-        cfg.train.grad_accum_steps,
-        plan.steps_per_epoch,
-        precision,
-        zero_stage(cfg),
-        env.device,
-    )
-    signalled = max_over_ranks(stop.received or 0)[0]
-    if signalled:  # nothing trained since `start`: that checkpoint (or none) is where a requeued run continues
-        log.info("signal %d before the first step: stopping without a new checkpoint", signalled)
-        logger.finish()
-        return RunResult(progress, signalled, None)
-
-    ctx = TrainContext(cfg, env, engine, shards, plan, logger, ckdir, dtype, run_id, trunk, order, stop)
-    bar = tqdm(total=stop_at, initial=progress.step, disable=not env.is_main, desc="train", dynamic_ncols=True)
-    window = Window()
-    while progress.step < stop_at:
-        batches = train_loader(cfg, shards, plan, progress.epoch, skip=progress.batch_in_epoch)
-        t_ready = time.perf_counter()
-        for batch in batches:
-            window.data += time.perf_counter() - t_ready
-            boundary = engine.is_gradient_accumulation_boundary()
-            window.add(ctx.micro_step(batch, progress.epoch))
-            progress.batch_in_epoch += 1
-            if boundary:
-                progress.step += 1
-                bar.update(1)
-                signalled = max_over_ranks(stop.received or 0)[0]
-                if progress.step % cfg.train.log_every == 0 or progress.step == stop_at or signalled:
-                    ctx.log_window(progress, window)
-                    window = Window()
-                paused = time.perf_counter()  # evaluation and checkpoints are not training throughput
-                if progress.step % cfg.train.eval_every == 0 and progress.step < stop_at and not signalled:
-                    signalled = ctx.evaluate(progress.step)[1]
-                last = progress.step == stop_at or signalled
-                if progress.step % cfg.train.checkpoint_every == 0 or last:
-                    ctx.save(progress)
-                window.started += time.perf_counter() - paused
-                if signalled:
-                    log.info("signal %d: checkpoint at step %d written, stopping", signalled, progress.step)
-                    logger.finish()
-                    return RunResult(progress, signalled, None)
-                if progress.step >= stop_at:
-                    break
-            t_ready = time.perf_counter()
-        else:
-            progress.epoch += 1
-            progress.batch_in_epoch = 0
-            continue
-        break
-    bar.close()
-    result_eval, signalled = ctx.evaluate(progress.step, final=progress.step >= cfg.train.total_steps)
-    logger.finish()
-    return RunResult(progress, signalled or None, result_eval)
-
-
-def resume_position(progress: Progress, saved: dict, current: dict) -> str:
-    """Continue mid-epoch only when the data order is the one the checkpoint was cut in; else restart the epoch."""
-    changed = [f"{k} {saved.get(k)!r} -> {v!r}" for k, v in current.items() if saved.get(k) != v]
-    if not changed:
-        return f"batch {progress.batch_in_epoch} of the epoch: exact data position"
-    lost = progress.batch_in_epoch
-    progress.batch_in_epoch = 0
-    return f"restarting the epoch, {lost} batches of it are seen again: the data order changed ({'; '.join(changed)})"
+        trainer.resume(checkpoint.make_universal(start, env) if universal else start)
+    return trainer.fit(min(cfg.train.total_steps, max_steps or cfg.train.total_steps))
 
 
 @dataclass
@@ -170,54 +78,145 @@ class Window:
     optimizer: float = 0.0
     loss: float = 0.0
     micro_batches: int = 0
-    skipped: int = 0
     started: float = 0.0
 
     def __post_init__(self):
         self.started = time.perf_counter()
 
-    def add(self, timing: dict) -> None:
-        self.forward += timing["forward"]
-        self.backward += timing["backward"]
-        self.optimizer += timing["optimizer"]
-        self.loss += timing["loss"]
-        self.micro_batches += 1
-        self.skipped = timing["skipped"]
+    @contextmanager
+    def paused(self):
+        """Evaluation and checkpoints are not training throughput."""
+        paused = time.perf_counter()
+        yield
+        self.started += time.perf_counter() - paused
 
 
-class TrainContext:
-    def __init__(self, cfg, env: DistEnv, engine, shards, plan, logger, ckdir, dtype, run_id, trunk, order, stop):
-        self.cfg, self.env, self.engine, self.shards, self.plan = cfg, env, engine, shards, plan
-        self.logger, self.ckdir, self.dtype, self.run_id = logger, ckdir, dtype, run_id
-        self.trunk, self.order, self.stop = trunk, order, stop
+class Trainer:
+    def __init__(self, cfg: Config, env: DistEnv, shards: ShardSet, out: Path, stop: StopSignal, load_universal: bool):
+        self.cfg, self.env, self.shards, self.out, self.stop = cfg, env, shards, out, stop
+        self.plan = LoaderPlan.make(cfg, shards.split(cfg.data.train_split)["samples"], env.world_size)
+        model = build_jrnet(cfg, shards.vocab_size(), shards.glove(cfg.model.glove))
+        self.trunk = trunk_identity(cfg, model.backbone.trunk)
+        self.engine = build_engine(cfg, model, env.world_size, self.plan.micro_batch, load_universal=load_universal)
+        self.dtype = next(p.dtype for p in self.engine.module.parameters() if p.is_floating_point())
+        torch.manual_seed(cfg.train.seed + env.rank)  # same init on every rank (above), own dropout masks from here
+        self.stream = TrainStream(cfg, shards, self.plan, env.world_size)
+        self.step, self.run_id = 0, new_run_id()
         self.skipped: dict[tuple[int, int], int] = {}  # (epoch, worker) -> broken samples skipped so far
+        self.logger: RunLogger | None = None
 
-    def micro_step(self, batch: dict, epoch: int) -> dict:
-        dev = self.env.device
-        t0 = time.perf_counter()
-        logits = self.engine(**model_kwargs(batch, dev, self.dtype))
-        loss = mask_loss(logits, batch["mask"].to(dev))
-        t1 = time.perf_counter()
-        self.engine.backward(loss)
-        t2 = time.perf_counter()
-        self.engine.step()
-        t3 = time.perf_counter()
-        self.skipped[epoch, int(batch["worker"])] = int(batch["skipped"])
+    # ------------------------------------------------------------ state
+
+    def state_dict(self) -> dict:
         return {
-            "forward": t1 - t0,
-            "backward": t2 - t1,
-            "optimizer": t3 - t2,
-            "loss": loss.item(),
-            "skipped": sum(self.skipped.values()),
+            "step": self.step,
+            "wandb_id": self.run_id,
+            "config": self.cfg.to_dict(),
+            "trunk": self.trunk,
+            "data": self.stream.state_dict(),
         }
 
-    def log_window(self, progress: Progress, w: Window) -> None:
+    def load_state_dict(self, state: dict) -> str:
+        self.step, self.run_id = state["step"], state["wandb_id"]
+        return self.stream.load_state_dict(state["data"])
+
+    def resume(self, start: Path) -> None:
+        position = self.load_state_dict(checkpoint.load(self.engine, start, self.env))
+        log.info("resumed from %s at step %d (%s)", start, self.step, position)
+
+    # ------------------------------------------------------------ the loop
+
+    def fit(self, stop_at: int) -> RunResult:
+        self.logger = RunLogger(self.out, self.cfg, self.env.is_main, self.run_id, self.step)
+        self.log_setup()
+        signalled = self.stop_requested()
+        if signalled:  # nothing trained since the resume point: that checkpoint (or none) is where a requeue goes on
+            log.info("signal %d before the first step: stopping without a new checkpoint", signalled)
+            return self.finish(RunResult(self.step, signalled, None))
+        t = self.cfg.train
+        batches = iter(self.stream)
+        bar = tqdm(total=stop_at, initial=self.step, desc="train", disable=not self.show_progress_bar())
+        window = Window()
+        while self.step < stop_at:
+            self.train_step(batches, window)
+            bar.update(1)
+            signalled = self.stop_requested()
+            last = self.step == stop_at or bool(signalled)
+            if self.step % t.log_every == 0 or last:
+                self.log_window(window)
+                window = Window()
+            with window.paused():
+                if self.step % t.eval_every == 0 and not last:
+                    signalled = self.evaluate()[1]
+                if self.step % t.checkpoint_every == 0 or last or signalled:
+                    self.save()
+            if signalled:
+                log.info("signal %d: checkpoint at step %d written, stopping", signalled, self.step)
+                return self.finish(RunResult(self.step, signalled, None))
+        bar.close()
+        results, signalled = self.evaluate(final=self.step >= t.total_steps)
+        return self.finish(RunResult(self.step, signalled or None, results))
+
+    def train_step(self, batches, window: Window) -> None:
+        """One optimizer step: `grad_accum_steps` micro-batches through forward, backward and the engine's step."""
+        dev = self.env.device
+        for _ in range(self.cfg.train.grad_accum_steps):
+            t0 = time.perf_counter()
+            batch = next(batches)
+            t1 = time.perf_counter()
+            logits = self.engine(**model_kwargs(batch, dev, self.dtype))
+            loss = mask_loss(logits, batch["mask"].to(dev))
+            t2 = time.perf_counter()
+            self.engine.backward(loss)
+            t3 = time.perf_counter()
+            self.engine.step()
+            t4 = time.perf_counter()
+            window.data += t1 - t0
+            window.forward += t2 - t1
+            window.backward += t3 - t2
+            window.optimizer += t4 - t3
+            window.loss += loss.item()
+            window.micro_batches += 1
+            self.skipped[self.stream.epoch, int(batch["worker"])] = int(batch["skipped"])
+        self.step += 1
+
+    def stop_requested(self) -> int:
+        """The stop signal any rank received (all ranks agree), or 0."""
+        return max_over_ranks(self.stop.received or 0)[0]
+
+    def finish(self, result: RunResult) -> RunResult:
+        self.logger.finish()
+        return result
+
+    # ------------------------------------------------------------ maybe log, evaluate, save
+
+    def show_progress_bar(self) -> bool:
+        """On a terminal only: carriage-return updates would flood a Slurm log; the log lines say the same."""
+        return self.env.is_main and sys.stderr.isatty()
+
+    def log_setup(self) -> None:
+        t = self.cfg.train
+        log.info(
+            "world %d | global batch %d = %d ranks x micro-batch %d x accumulation %d | %d steps/epoch | "
+            "precision %s | ZeRO-%d | %s",
+            self.env.world_size,
+            t.global_batch_size,
+            self.env.world_size,
+            self.plan.micro_batch,
+            t.grad_accum_steps,
+            self.plan.steps_per_epoch,
+            resolve_precision(t.precision),
+            zero_stage(self.cfg),
+            self.env.device,
+        )
+
+    def log_window(self, w: Window) -> None:
         n = max(1, w.micro_batches)
         elapsed = time.perf_counter() - w.started
         samples = w.micro_batches * self.plan.micro_batch * self.env.world_size
         record = {
-            "step": progress.step,
-            "epoch": progress.epoch,
+            "step": self.step,
+            "epoch": self.stream.epoch,
             "loss": mean_over_ranks(w.loss / n),
             "lr": self.engine.get_lr()[0],
             "samples_per_s": samples / elapsed,
@@ -226,25 +225,24 @@ class TrainContext:
             "time_forward_s": w.forward / n,
             "time_backward_s": w.backward / n,
             "time_optimizer_s": w.optimizer / n,
-            "skipped_samples": round(mean_over_ranks(w.skipped) * self.env.world_size),
+            "skipped_samples": round(mean_over_ranks(sum(self.skipped.values())) * self.env.world_size),
         }
         self.logger.log(record)
-        if self.env.is_main:
-            log.info(
-                "step %d | loss %.4f | lr %.2e | %.1f samples/s | data %.3fs fwd %.3fs bwd %.3fs opt %.3fs",
-                progress.step,
-                record["loss"],
-                record["lr"],
-                record["samples_per_s"],
-                record["time_data_s"],
-                record["time_forward_s"],
-                record["time_backward_s"],
-                record["time_optimizer_s"],
-            )
+        log.info(
+            "step %d | loss %.4f | lr %.2e | %.1f samples/s | data %.3fs fwd %.3fs bwd %.3fs opt %.3fs",
+            self.step,
+            record["loss"],
+            record["lr"],
+            record["samples_per_s"],
+            record["time_data_s"],
+            record["time_forward_s"],
+            record["time_backward_s"],
+            record["time_optimizer_s"],
+        )
 
-    def evaluate(self, step: int, final: bool = False) -> tuple[dict | None, int]:
+    def evaluate(self, final: bool = False) -> tuple[dict | None, int]:
         """(results, 0), or (None, signal) when a stop signal ended the evaluation early on every rank."""
-        cfg, out = self.cfg, self.ckdir.parent
+        cfg, step = self.cfg, self.step
         self.engine.eval()
         results, images = {}, {}
         for split in cfg.data.eval_splits:
@@ -261,13 +259,13 @@ class TrainContext:
             )
             if summary is None:
                 self.engine.train()
-                signalled = max_over_ranks(self.stop.received or 0)[0]
+                signalled = self.stop_requested()
                 log.info("signal %d: evaluation of %s at step %d abandoned", signalled, split, step)
                 return None, signalled
             results[split] = summary
             images[f"overlays/{split}"] = panels
             if self.env.is_main and panels:
-                folder = out / "overlays"
+                folder = self.out / "overlays"
                 folder.mkdir(exist_ok=True)
                 gallery([p for p, _ in panels]).save(folder / f"{split}_step{step:08d}.png")
         self.engine.train()
@@ -275,17 +273,14 @@ class TrainContext:
             record = {"step": step, **{f"eval/{s}/{k}": v for s, m in results.items() for k, v in m.items()}}
             self.logger.log(record)
             self.logger.log_images(step, images)
-            (out / "eval.json").write_text(json.dumps({"step": step, "final": final, "splits": results}, indent=2))
+            report = {"step": step, "final": final, "splits": results}
+            (self.out / "eval.json").write_text(json.dumps(report, indent=2))
             log.info("evaluation at step %d\n%s", step, format_table(results))
         return results, 0
 
-    def save(self, progress: Progress) -> None:
-        state = {
-            "progress": progress.__dict__.copy(),
-            "config": self.cfg.to_dict(),
-            "wandb_id": self.run_id,
-            "trunk": self.trunk,
-            "data_order": self.order,
-        }
-        path = checkpoint.save(self.engine, self.ckdir, progress.step, state, self.env, self.cfg.train.keep_checkpoints)
+    def save(self) -> None:
+        ckdir = self.out / "checkpoints"
+        path = checkpoint.save(
+            self.engine, ckdir, self.step, self.state_dict(), self.env, self.cfg.train.keep_checkpoints
+        )
         log.info("checkpoint %s", path)

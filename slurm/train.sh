@@ -17,7 +17,10 @@
 #   REPO      repository root holding launch.py           (default: the folder sbatch was run from)
 #   PYTHON    interpreter                                  (default python; e.g. /path/to/.venv/bin/python)
 #   MASTER_ADDR / MASTER_PORT   rendezvous (default: first node of the job / 20000 + job id % 20000)
-#   MAX_RESTARTS  stop requeueing after this many restarts (default 20)
+#   MAX_RESTARTS  stop requeueing after this many restarts (default 20, as jrnet-submit's --max-requeues)
+#
+# This script is the thin requeue path: `scontrol requeue` on exit 75. jrnet/submit.py is the other one, for
+# submitit (its requeue goes through submitit's checkpoint hook). The stop itself is jrnet/preemption.py's.
 #
 # Time limit: Slurm sends SIGUSR1 to every task 300 s before the end (--signal=USR1@300). No `B:`: the
 # signal must reach the training processes, and with `B:` only this shell would get it (bash runs a trap

@@ -19,7 +19,7 @@ TINY_SAMPLES_PER_SHARD = 8
 @pytest.fixture(scope="session")
 def synthetic_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A data root holding a tiny generated refer-layout dataset (seed 0)."""
-    from pipeline.synthetic import SyntheticOptions, generate
+    from jrnet.prep.synthetic import SyntheticOptions, generate
 
     root = tmp_path_factory.mktemp("data")
     generate(root, SyntheticOptions(num_images=TINY_IMAGES, seed=0))
@@ -29,7 +29,7 @@ def synthetic_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def synthetic_shards(synthetic_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An --out folder holding `synthetic/` shards of `synthetic_root` (one worker, 8 samples per shard)."""
-    from pipeline.shard import main
+    from jrnet.prep.shard import main
 
     out = tmp_path_factory.mktemp("shards")
     argv = ["synthetic", "--data-root", str(synthetic_root), "--out", str(out), "--workers", "1"]

@@ -14,12 +14,12 @@ import torch
 
 from jrnet import checkpoint
 from jrnet.config import ConfigError, load_config
-from jrnet.data import LoaderPlan
 from jrnet.distributed import DistEnv
 from jrnet.engine import deepspeed_config
 from jrnet.model import JRNet, build_jrnet, check_trunk, trunk_identity
+from jrnet.prep.refer import ReferError, load_refs
+from jrnet.stream import LoaderPlan
 from jrnet.text import TextEncoder
-from pipeline.refer import ReferError, load_refs
 
 MAIN = DistEnv(rank=0, world_size=1, local_rank=0, local_world_size=1, device=torch.device("cpu"), backend="gloo")
 

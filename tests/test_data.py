@@ -9,36 +9,42 @@ from collections import Counter
 
 import numpy as np
 import pytest
-import webdataset as wds
 from PIL import Image
 
 from jrnet.config import load_config
-from jrnet.data import LoaderPlan, ShardSet, eval_loader, train_loader
+from jrnet.eval_stream import eval_loader
+from jrnet.shard_format import IMAGE, MASK, META, Manifest, ShardEntry, SplitEntry, write_manifest, write_tar
+from jrnet.shards import ShardSet
+from jrnet.stream import LoaderPlan, train_loader
 
 
 def write_shards(root, shards: int, per_shard: int, split: str = "train") -> None:
-    """Tiny hand-made shards in the format of pipeline/shard.py (two sentences per ref)."""
+    """Tiny hand-made shards through the shard format's own writers (two sentences per ref)."""
     folder = root / "synthetic"
     folder.mkdir(parents=True, exist_ok=True)
     entries, ref = [], 0
     for s in range(shards):
+        samples = []
+        for _ in range(per_shard):
+            jpg, png = io.BytesIO(), io.BytesIO()
+            Image.fromarray(np.full((12, 10, 3), ref % 255, np.uint8)).save(jpg, "JPEG")
+            Image.fromarray(np.eye(12, 10, dtype=np.uint8) * 255).save(png, "PNG")
+            sentences = [{"sent_id": 2 * ref + k, "raw": "x", "tokens": [2, 3], "truncated": False} for k in (0, 1)]
+            meta = {"ref_id": ref, "image_id": ref, "split": split, "sentences": sentences}
+            samples.append({"__key__": f"{ref:09d}", IMAGE: jpg.getvalue(), MASK: png.getvalue(), META: dumps(meta)})
+            ref += 1
         name = f"{split}-{s:06d}.tar"
-        with wds.TarWriter(str(folder / name)) as sink:
-            for _ in range(per_shard):
-                jpg, png = io.BytesIO(), io.BytesIO()
-                Image.fromarray(np.full((12, 10, 3), ref % 255, np.uint8)).save(jpg, "JPEG")
-                Image.fromarray(np.eye(12, 10, dtype=np.uint8) * 255).save(png, "PNG")
-                sentences = [{"sent_id": 2 * ref + k, "raw": "x", "tokens": [2, 3], "truncated": False} for k in (0, 1)]
-                meta = {"ref_id": ref, "image_id": ref, "split": split, "sentences": sentences}
-                sink.write({"__key__": f"{ref:09d}", "jpg": jpg.getvalue(), "mask.png": png.getvalue(), "json": meta})
-                ref += 1
-        entries.append({"name": name, "sha256": "-", "samples": per_shard, "sentences": 2 * per_shard})
-    manifest = {
-        "dataset": "synthetic",
-        "vocab_size": 4,
-        "splits": {split: {"shards": entries, "samples": ref, "sentences": 2 * ref}},
-    }
-    (folder / "manifest.json").write_text(json.dumps(manifest))
+        sha256 = write_tar(folder / name, samples)
+        entries.append(ShardEntry(name=name, sha256=sha256, samples=per_shard, sentences=2 * per_shard))
+    split_entry = SplitEntry(
+        shards=entries, samples=ref, sentences=2 * ref, truncated_sentences=0, missing_images=[], empty_masks=[]
+    )
+    options = {"max_words": 8}
+    write_manifest(folder, Manifest(dataset="synthetic", options=options, vocab_size=4, splits={split: split_entry}))
+
+
+def dumps(meta: dict) -> bytes:
+    return json.dumps(meta).encode()
 
 
 def config(*overrides):

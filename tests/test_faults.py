@@ -134,7 +134,7 @@ def small_disk(path: Path, size: str):
 
 
 def test_disk_full_while_sharding(synthetic_root, tmp_path, capsys):
-    from pipeline.shard import main
+    from jrnet.prep.shard import main
 
     with small_disk(tmp_path / "disk", "200k") as out:
         code = main(

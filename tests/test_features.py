@@ -11,10 +11,11 @@ from distributed_run import launch, losses
 
 from jrnet.backbone import build_trunk
 from jrnet.config import ConfigError, load_config
-from jrnet.data import DataError, LoaderPlan, ShardSet, model_kwargs, train_loader
-from jrnet.model import JRNet, mask_loss
-from pipeline.features import write_feature_cache
-from pipeline.shard import main as shard_main
+from jrnet.feature_cache import open_cache, write_feature_cache
+from jrnet.model import JRNet, mask_loss, model_kwargs
+from jrnet.prep.shard import main as shard_main
+from jrnet.shards import DataError, ShardSet
+from jrnet.stream import LoaderPlan, train_loader
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +35,7 @@ def cached(synthetic_shards, tmp_path_factory):
 def test_cached_loss_equals_image_loss(cached):
     shards, _, cfg = cached
     images = ShardSet.open(shards, "synthetic")
-    features = images.features(cfg)
+    features = open_cache(images, cfg)
     plan = LoaderPlan.make(cfg, images.split("train")["samples"], 1)
     torch.manual_seed(0)
     model = JRNet(cfg.model, images.vocab_size()).eval()  # eval: dropout off, so only the inputs differ
@@ -54,15 +55,15 @@ def test_cache_refuses_what_would_make_it_wrong(cached, tmp_path):
     shards, weights, cfg = cached
     images = ShardSet.open(shards, "synthetic")
     with pytest.raises(ConfigError, match="freeze_backbone is false"):
-        images.features(load_config("tiny", [f"model.backbone_weights={weights}", "model.freeze_backbone=false"]))
+        open_cache(images, load_config("tiny", [f"model.backbone_weights={weights}", "model.freeze_backbone=false"]))
     with pytest.raises(ConfigError, match="needs model.backbone_weights"):
-        images.features(load_config("tiny"))
+        open_cache(images, load_config("tiny"))
     other = tmp_path / "other.pth"
     torch.save(build_trunk(cfg.model).state_dict(), other)  # a new random init: other weights
     with pytest.raises(DataError, match="weights_sha256"):
-        images.features(load_config("tiny", [f"model.backbone_weights={other}"]))
+        open_cache(images, load_config("tiny", [f"model.backbone_weights={other}"]))
     with pytest.raises(DataError, match="image_size: cache 32 vs run 48"):
-        images.features(load_config("tiny", [f"model.backbone_weights={weights}", "model.image_size=48"]))
+        open_cache(images, load_config("tiny", [f"model.backbone_weights={weights}", "model.image_size=48"]))
 
 
 def test_training_from_the_cache(cached, tmp_path):
@@ -91,5 +92,5 @@ def test_resharding_makes_the_cache_stale(cached, synthetic_root, tmp_path):
     argv = ["synthetic", "--data-root", str(synthetic_root), "--out", str(copy), "--workers", "1"]
     assert shard_main([*argv, "--samples-per-shard", "5"]) == 0  # other shards, same images
     with pytest.raises(DataError, match=r"feature cache .* is stale: the image shards were written again"):
-        ShardSet.open(copy, "synthetic").features(cfg)
-    assert ShardSet.open(shards, "synthetic").features(cfg).manifest["features"]  # the untouched copy still fits
+        open_cache(ShardSet.open(copy, "synthetic"), cfg)
+    assert open_cache(ShardSet.open(shards, "synthetic"), cfg).manifest["features"]  # the untouched copy still fits

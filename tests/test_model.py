@@ -4,8 +4,10 @@ import warnings
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from jrnet.backbone import WeightsError, build_trunk, load_trunk_weights
+from jrnet.cmmlf import CMMLF, build_fusion
 from jrnet.config import VARIANTS, ModelConfig, load_config
 from jrnet.model import JRNet, mask_loss
 
@@ -99,35 +101,90 @@ def test_fully_padded_sentence_is_finite(attention):
     assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
 
 
+def assert_gradients(model: torch.nn.Module) -> None:
+    """Every trainable parameter got a finite, non-zero gradient; every frozen one got none."""
+    trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    assert trainable
+    for name, p in trainable:
+        assert p.grad is not None, f"trainable {name} got no gradient"
+        assert torch.isfinite(p.grad).all(), f"{name}: non-finite gradient"
+        assert p.grad.abs().sum() > 0, f"{name}: all-zero gradient"
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            assert p.grad is None, f"frozen {name} got a gradient"
+
+
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
-def test_every_variant_trains(variant):
-    model = JRNet(small_config(variant=variant), vocab_size=50).train()
+def test_every_variant_trains_all_trainable_params_and_no_frozen_one(variant):
+    torch.manual_seed(0)
+    glove = torch.randn(50, 16).numpy()
+    model = JRNet(small_config(variant=variant), vocab_size=50, glove=glove).train()
     loss = mask_loss(model(tokens(2, [3, 7]), torch.randn(2, 3, 64, 64)), torch.rand(2, 64, 64) > 0.5)
     loss.backward()
     assert torch.isfinite(loss)
-    grads = [p.grad for p in model.parameters() if p.requires_grad]
-    assert grads and all(g is not None for g in grads), "a trainable parameter got no gradient"
+    assert_gradients(model)
+    frozen = {n for n, p in model.named_parameters() if not p.requires_grad}
+    trunk = {f"backbone.trunk.{n}" for n, _ in model.backbone.trunk.named_parameters()}
+    use_glove = VARIANTS[variant][2]
+    assert frozen == trunk | ({"text.embedding.weight"} if use_glove else set())  # the paper's frozen parts
     assert (model.jrm is None) == (VARIANTS[variant][0] == "none")
 
 
 @pytest.mark.parametrize("layers", [1, 2, 3, 4])
-def test_jrm_layers(layers):
+def test_jrm_layers_count_and_shared_encoder_gets_gradient(layers):
     model = JRNet(small_config(jrm_layers=layers), vocab_size=50)
     assert all(len(e.layers) == layers for e in model.jrm.encoders) and len(model.jrm.encoders) == 3
+    torch.manual_seed(0)
     shared = JRNet(small_config(jrm_layers=layers, jrm_shared=True), vocab_size=50)
     assert len(shared.jrm.encoders) == 1
     loss = mask_loss(shared(tokens(2, [4, 2]), torch.randn(2, 3, 64, 64)), torch.rand(2, 64, 64) > 0.5)
     loss.backward()
+    assert torch.isfinite(loss)
+    assert_gradients(shared)  # including every layer of the one encoder the three levels share
 
 
-def test_cmmlf_gate_source_switch_changes_output():
+@pytest.mark.parametrize("source", ["paper", "authors"])
+def test_cmmlf_computes_eq_3_and_4(source):
+    """Eq. 3: Lambda_ij = sigmoid(BN(conv3x3([X_v^i ; tile(X_lavg^j)]))); eq. 4: Y^i = X_v^i + sum_{j != i}
+    Lambda_ij * X_v^i (paper), or Lambda_ij * X_v^j (authors); the Y^i then go to the 3-D fusion. In float64,
+    computed by hand from the module's own gate weights, compared at atol 1e-10."""
     torch.manual_seed(0)
-    paper = JRNet(small_config(), vocab_size=50).eval()
-    authors = JRNet(small_config(cmmlf_gate_source="authors"), vocab_size=50).eval()
-    authors.load_state_dict(paper.state_dict())
-    t, x = tokens(1, [5]), torch.randn(1, 3, 64, 64)
+    c, h, w, b = 8, 5, 6, 2
+    fusion = build_fusion("cmmlf", small_config(channels=c, cmmlf_gate_source=source)).double().eval()
+    assert isinstance(fusion, CMMLF)
+    for gate in fusion.gates:  # non-trivial BN statistics and affine, so that BN is really applied
+        bn = gate[1]
+        bn.running_mean.uniform_(-0.5, 0.5)
+        bn.running_var.uniform_(0.5, 2.0)
+        torch.nn.init.uniform_(bn.weight, 0.5, 1.5)
+        torch.nn.init.uniform_(bn.bias, -0.5, 0.5)
+    visual = [torch.randn(b, c, h, w, dtype=torch.float64) for _ in range(3)]
+    sentence = [torch.randn(b, c, dtype=torch.float64) for _ in range(3)]
+
+    pairs = [(i, j) for i in range(3) for j in range(3) if j != i]
+    assert fusion.pairs == pairs  # gate k belongs to pairs[k]
+    expected = []
+    for i in range(3):
+        y = visual[i].clone()
+        for j in range(3):
+            if j == i:
+                continue
+            conv, bn, _ = fusion.gates[pairs.index((i, j))]
+            tiled = sentence[j][:, :, None, None].expand(b, c, h, w)
+            z = F.conv2d(torch.cat([visual[i], tiled], dim=1), conv.weight, padding=1)
+            z = (z - bn.running_mean[:, None, None]) / torch.sqrt(bn.running_var[:, None, None] + bn.eps)
+            lam = torch.sigmoid(z * bn.weight[:, None, None] + bn.bias[:, None, None])
+            y = y + lam * (visual[j] if source == "authors" else visual[i])
+        expected.append(y)
+
+    seen = {}
+    fusion.fuse.register_forward_pre_hook(lambda m, args: seen.update(y=[t.clone() for t in args[0]]))
     with torch.no_grad():
-        assert not torch.allclose(paper(t, x), authors(t, x))
+        out = fusion(visual, sentence)
+        for i in range(3):
+            torch.testing.assert_close(seen["y"][i], expected[i], atol=1e-10, rtol=0)
+        torch.testing.assert_close(out, fusion.fuse(expected), atol=1e-10, rtol=0)
+    assert not torch.allclose(expected[0], visual[0])  # the gates really add something
 
 
 def test_glove_initialises_and_freezes_embedding():

@@ -24,9 +24,9 @@ import pytest
 from PIL import Image
 from pycocotools import mask as mask_utils
 
+from jrnet.prep.refer import ReferDataset, ReferError, dataset_spec, mask_area, ref_mask
+from jrnet.prep.shard import main
 from jrnet.vocab import PAD, UNK, Vocab, load_glove_text, sentence_words, tokenize
-from pipeline.refer import ReferDataset, ReferError, dataset_spec, mask_area, ref_mask
-from pipeline.shard import main
 
 REPO = Path(__file__).resolve().parent.parent
 JSON_FIELDS = {

@@ -13,23 +13,16 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline.refer import Refer, dataset_spec, ref_mask
-from pipeline.synthetic import (
-    COLOURS,
-    SHAPES,
-    SyntheticOptions,
-    Thing,
+from jrnet.prep.expressions import (
     comparative_expressions,
-    existing_options,
     extreme_expressions,
-    generate,
-    main,
     ordinal_expressions,
-    overlapping_parts_segmentation,
-    polygon_segmentation,
     relation_expressions,
     unique_expressions,
 )
+from jrnet.prep.refer import Refer, dataset_spec, ref_mask
+from jrnet.prep.scenes import COLOURS, SHAPES, Thing, overlapping_parts_segmentation, polygon_segmentation
+from jrnet.prep.synthetic import SyntheticOptions, existing_options, generate, main
 
 BIG_AREA = 340  # px: every small shape is below (circle r 9.5: 283 px), every big one above (diamond r 15: 450)
 ORDINAL_WORDS = ("first", "second", "third", "fourth", "fifth")

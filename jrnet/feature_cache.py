@@ -1,0 +1,135 @@
+"""The frozen-backbone feature cache: making it, and deciding whether a run may use it.
+
+The paper freezes the backbone, so its resized level features are a pure function of (trunk, weights,
+preprocessing, resolution). A cache stores them once per image (fp16 `levels.npy` beside the image members) in
+shards of the same names and keys, under `<shards>/<dataset>/features/<fingerprint id>/`, and training with
+`data.feature_cache: true` skips the trunk. Made by `python pipeline/shard.py DATASET --features CONFIG`;
+a rerun keeps the feature shards whose source checksum and fingerprint match; re-sharding makes a cache stale.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import webdataset as wds
+from tqdm import tqdm
+
+from jrnet.backbone import LEVEL_CHANNELS, Backbone
+from jrnet.config import Config, ConfigError
+from jrnet.fileio import file_sha256, write_atomic_text
+from jrnet.samples import decode_image
+from jrnet.shard_format import IMAGE, LEVELS, MANIFEST, read_manifest, shard_checksums, write_manifest, write_tar
+from jrnet.shards import DataError, ShardSet
+
+PREPROCESS = "rgb-resize-bilinear-square-imagenet-normalize"  # jrnet.samples.decode_image
+
+
+def check_cacheable(cfg: Config) -> None:
+    """Cached features are only right if the trunk never changes and its weights are known."""
+    m = cfg.model
+    if not m.freeze_backbone:
+        raise ConfigError("model.freeze_backbone is false: the trunk trains, so cached features would go stale")
+    if not m.backbone_weights:
+        raise ConfigError("a feature cache needs model.backbone_weights (a random trunk is not reproducible)")
+
+
+def fingerprint(cfg: Config) -> dict:
+    """Everything the cached numbers depend on."""
+    check_cacheable(cfg)
+    m = cfg.model
+    return {
+        "backbone": m.backbone,
+        "weights_sha256": file_sha256(m.backbone_weights),
+        "output_stride": m.output_stride,
+        "image_size": m.image_size,
+        "feature_size": m.feature_size,
+        "channels": list(LEVEL_CHANNELS[m.backbone]),
+        "preprocess": PREPROCESS,
+        "dtype": "float16",
+    }
+
+
+def fingerprint_id(fp: dict) -> str:
+    return hashlib.sha256(json.dumps(fp, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def cache_root(dataset_root: Path, fp: dict) -> Path:
+    return dataset_root / "features" / fingerprint_id(fp)
+
+
+def explain_mismatch(dataset_root: Path, fp: dict) -> str:
+    """Why no cache fits: which fields differ from each cache that exists."""
+    found = []
+    for manifest in sorted((dataset_root / "features").glob("*/manifest.json")):
+        other = json.loads(manifest.read_text()).get("features", {})
+        diff = [f"{k}: cache {other.get(k)!r} vs run {v!r}" for k, v in fp.items() if other.get(k) != v]
+        found.append(f"{manifest.parent.name} differs in " + "; ".join(diff))
+    return "; ".join(found) if found else "no feature cache exists yet"
+
+
+def open_cache(images: ShardSet, cfg: Config) -> ShardSet:
+    """The feature cache made for this run's trunk, weights and resolution, refused when missing or stale."""
+    fp = fingerprint(cfg)
+    root = cache_root(images.root, fp)
+    remake = f"python pipeline/shard.py {images.manifest['dataset']} --out {images.root.parent} --features CONFIG"
+    if not (root / MANIFEST).is_file():
+        raise DataError(
+            f"no complete feature cache for this run under {images.root / 'features'} "
+            f"({explain_mismatch(images.root, fp)}); make it with: {remake}"
+        )
+    cache = read_manifest(root)
+    if cache.get("source_shards") != shard_checksums(images.manifest):
+        raise DataError(
+            f"feature cache {root} is stale: the image shards were written again after it was made; "
+            f"remake it with: {remake}"
+        )
+    return ShardSet(root, cache, images.root)
+
+
+@torch.no_grad()
+def feature_samples(trunk: Backbone, source: Path, image_size: int, batch_size: int):
+    """The samples of one image shard, each with its `levels.npy` added."""
+    samples = list(wds.DataPipeline(wds.SimpleShardList([str(source)]), wds.tarfile_to_samples()))
+    for start in range(0, len(samples), batch_size):
+        chunk = samples[start : start + batch_size]
+        images = torch.stack([decode_image(s[IMAGE], image_size) for s in chunk])
+        levels = torch.cat(trunk.trunk_features(images), dim=1).half().numpy()
+        for sample, level in zip(chunk, levels, strict=True):
+            buffer = io.BytesIO()
+            np.save(buffer, level)
+            members = {k: v for k, v in sample.items() if not k.startswith("__") or k == "__key__"}
+            yield {**members, LEVELS: buffer.getvalue()}
+
+
+def write_feature_cache(cfg: Config, dataset_root: Path, batch_size: int = 32) -> Path:
+    fp = fingerprint(cfg)
+    root = cache_root(dataset_root, fp)
+    root.mkdir(parents=True, exist_ok=True)
+    base = read_manifest(dataset_root)
+    (root / MANIFEST).unlink(missing_ok=True)  # describes a complete cache only
+    trunk = Backbone(cfg.model).eval()  # check_cacheable: from a weights file, so no seed matters
+    sources = shard_checksums(base)
+    started, written = time.perf_counter(), 0
+    for name, source_sha256 in tqdm(sources.items(), desc="features", unit="shard", disable=None):
+        target, state = root / name, root / f"{name}.state.json"
+        if target.is_file() and state.is_file() and json.loads(state.read_text()) == {"source_sha256": source_sha256}:
+            continue
+        samples = list(feature_samples(trunk, dataset_root / name, cfg.model.image_size, batch_size))
+        write_tar(target, samples)
+        write_atomic_text(state, json.dumps({"source_sha256": source_sha256}))
+        written += len(samples)
+    manifest = {**base, "features": fp, "source_shards": sources}
+    manifest["splits"] = {
+        name: {**split, "shards": [{**s, "sha256": file_sha256(root / s["name"])} for s in split["shards"]]}
+        for name, split in base["splits"].items()
+    }
+    write_manifest(root, manifest)
+    seconds = time.perf_counter() - started
+    print(f"feature cache {root}: {written} images in {seconds:.1f} s ({written / max(seconds, 1e-6):.1f} images/s)")
+    return root

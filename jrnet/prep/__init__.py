@@ -1,0 +1,1 @@
+"""Offline data preparation: read refer-layout datasets, generate the synthetic one, write WebDataset shards."""

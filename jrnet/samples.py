@@ -1,0 +1,121 @@
+"""From a shard's raw members to tensors: decoding, one training sample, an evaluation item per sentence, and
+the policy for broken samples. Runs inside the DataLoader workers."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import random
+
+import numpy as np
+import torch
+from PIL import Image
+
+from jrnet.config import Config
+from jrnet.shard_format import IMAGE, LEVELS, MASK, META
+from jrnet.shards import DataError
+
+log = logging.getLogger(__name__)
+
+MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
+STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
+
+
+class ErrorPolicy:
+    """`warn`: log the shard and reason, skip, and count; `strict`: stop with an error naming the shard."""
+
+    def __init__(self, mode: str):
+        self.strict = mode == "strict"
+        self.skipped = 0
+
+    def __call__(self, exn: Exception) -> bool:
+        where = next((a for a in reversed(exn.args) if isinstance(a, str) and ".tar" in a), "unknown shard")
+        if self.strict:
+            raise DataError(f"broken data in {where}: {exn}") from exn
+        self.skipped += 1
+        log.warning(
+            "skipping broken data in %s (%s: %s); %d skipped in this worker",
+            where,
+            type(exn).__name__,
+            exn.args[0] if exn.args else "",
+            self.skipped,
+        )
+        return True
+
+
+def decode_image(data: bytes, size: int) -> torch.Tensor:
+    image = Image.open(io.BytesIO(data)).convert("RGB").resize((size, size), Image.BILINEAR)
+    array = (np.asarray(image, dtype=np.float32) / 255.0 - MEAN) / STD
+    return torch.from_numpy(array.transpose(2, 0, 1).copy())
+
+
+def decode_levels(data: bytes) -> torch.Tensor:
+    """Feature-cache levels, fp16 (C2 + C3 + C4, H, W)."""
+    return torch.from_numpy(np.load(io.BytesIO(data)))
+
+
+def model_input(sample: dict, size: int) -> dict:
+    """What the model reads from a sample: the cached trunk levels when the shard has them, else the image."""
+    if LEVELS in sample:
+        return {"levels": decode_levels(sample[LEVELS])}
+    return {"image": decode_image(sample[IMAGE], size)}
+
+
+def decode_mask(data: bytes, size: int | None = None) -> torch.Tensor:
+    mask = Image.open(io.BytesIO(data)).convert("L")
+    if size is not None:
+        mask = mask.resize((size, size), Image.NEAREST)
+    return torch.from_numpy(np.asarray(mask) > 127)
+
+
+def encode_tokens(tokens: list[int], max_words: int) -> torch.Tensor:
+    out = torch.zeros(max_words, dtype=torch.long)
+    tokens = tokens[:max_words]
+    out[: len(tokens)] = torch.tensor(tokens, dtype=torch.long)
+    return out
+
+
+def train_sample(sample: dict, cfg: Config, epoch: int) -> dict:
+    meta = json.loads(sample[META])
+    if not meta["sentences"]:
+        raise ValueError(f"ref {meta['ref_id']} has no sentences", sample.get("__url__", ""))
+    sentence = random.Random(f"sentence-{cfg.train.seed}-{epoch}-{meta['ref_id']}").choice(meta["sentences"])
+    try:
+        inputs = model_input(sample, cfg.model.image_size)
+        mask = decode_mask(sample[MASK], cfg.model.image_size)
+    except Exception as exn:  # a corrupt JPEG or PNG inside an intact tar
+        raise ValueError(f"{sample['__key__']}: cannot decode image or mask: {exn}", sample["__url__"]) from exn
+    tokens = encode_tokens(sentence["tokens"], cfg.data.max_words)
+    return {**inputs, "mask": mask, "tokens": tokens, "ref_id": torch.tensor(meta["ref_id"])}
+
+
+def eval_items(sample: dict, cfg: Config):
+    meta = json.loads(sample[META])
+    try:
+        inputs = model_input(sample, cfg.model.image_size)
+        mask = decode_mask(sample[MASK])
+    except Exception as exn:
+        raise ValueError(f"{sample['__key__']}: cannot decode image or mask: {exn}", sample["__url__"]) from exn
+    for sentence in meta["sentences"]:
+        yield {
+            **inputs,
+            "mask": mask,  # original resolution
+            "tokens": encode_tokens(sentence["tokens"], cfg.data.max_words),
+            "ref_id": meta["ref_id"],
+            "sent_id": sentence["sent_id"],
+            "raw": sentence["raw"],
+            "jpg": sample[IMAGE],  # the overlays show the original image
+        }
+
+
+def collate_eval(items: list[dict]) -> dict:
+    return {
+        **{k: torch.stack([i[k] for i in items]) for k in ("image", "levels") if k in items[0]},
+        "tokens": torch.stack([i["tokens"] for i in items]),
+        "masks": [i["mask"] for i in items],
+        "ref_id": [i["ref_id"] for i in items],
+        "sent_id": [i["sent_id"] for i in items],
+        "raw": [i["raw"] for i in items],
+        "jpg": [i["jpg"] for i in items],
+    }

@@ -1,0 +1,222 @@
+"""The training stream: every rank's micro-batches, epoch after epoch, in an order that a resume reproduces.
+
+Shard list -> shuffle seeded by epoch -> split by node -> split by worker -> tar to samples -> shuffle buffer
+-> (skip to the resume position) -> decode + resize -> batch. The shard list cycles into the next epoch's
+permutation, so no rank or worker ever runs dry: every rank yields exactly the same number of batches per epoch,
+whatever the number of shards. One sentence per ref, drawn at random (seeded by epoch and ref, so it does not
+depend on worker timing).
+
+Exact resume: a DataLoader hands out batches round-robin over its workers, so batch j of an epoch comes from
+worker j % W. Resuming at batch k, physical worker p plays the logical worker (p + k) % W and drops the raw
+samples of its batches before k, before anything is decoded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import random
+from dataclasses import dataclass
+from functools import partial
+from itertools import chain, count, islice
+
+import torch
+import webdataset as wds
+
+from jrnet.config import Config
+from jrnet.preemption import kill_workers_at_exit, worker_ignores_stop_signals
+from jrnet.samples import ErrorPolicy, train_sample
+from jrnet.shards import DataError, ShardSet
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class LoaderPlan:
+    """How one epoch is cut: every rank yields `batches_per_epoch` micro-batches of `micro_batch` samples."""
+
+    micro_batch: int
+    batches_per_epoch: int  # per rank, micro-batches (optimizer steps x accumulation)
+    steps_per_epoch: int
+
+    @classmethod
+    def make(cls, cfg: Config, train_samples: int, world_size: int) -> LoaderPlan:
+        t = cfg.train
+        per_step = world_size * t.grad_accum_steps
+        if t.global_batch_size % per_step:
+            raise DataError(
+                f"train.global_batch_size={t.global_batch_size} is not divisible by world size {world_size} x "
+                f"train.grad_accum_steps={t.grad_accum_steps}"
+            )
+        steps = max(1, train_samples // t.global_batch_size)
+        return cls(t.global_batch_size // per_step, steps * t.grad_accum_steps, steps)
+
+
+def data_order(cfg: Config, shards: ShardSet, world_size: int) -> dict:
+    """Everything the order of training batches depends on: a resume continues mid-epoch only if none changed."""
+    d, t = cfg.data, cfg.train
+    checksums = [s["sha256"] for s in shards.split(d.train_split)["shards"]]
+    return {
+        "dataset": d.dataset,
+        "train_split": d.train_split,
+        "shards_sha256": hashlib.sha256(json.dumps(checksums).encode()).hexdigest(),
+        "world_size": world_size,
+        "workers": max(1, d.workers),  # 0 workers reads like 1
+        "shuffle_buffer": d.shuffle_buffer,
+        "global_batch_size": t.global_batch_size,
+        "grad_accum_steps": t.grad_accum_steps,
+        "max_words": d.max_words,
+        "seed": t.seed,
+    }
+
+
+class TrainStream:
+    """This rank's micro-batches, epoch after epoch. `state_dict()` is the position a resume continues from:
+    exactly, when the data order is unchanged; else from the start of the epoch (`load_state_dict` says why)."""
+
+    def __init__(self, cfg: Config, shards: ShardSet, plan: LoaderPlan, world_size: int):
+        self.cfg, self.shards, self.plan = cfg, shards, plan
+        self.order = data_order(cfg, shards, world_size)
+        self.epoch = self.batch_in_epoch = 0
+
+    def __iter__(self):
+        while True:
+            for batch in train_loader(self.cfg, self.shards, self.plan, self.epoch, skip=self.batch_in_epoch):
+                self.batch_in_epoch += 1
+                yield batch
+            self.epoch, self.batch_in_epoch = self.epoch + 1, 0
+
+    def state_dict(self) -> dict:
+        return {"epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch, "order": self.order}
+
+    def load_state_dict(self, state: dict) -> str:
+        """Restore the position; returns how exact it is, for the log."""
+        self.epoch, self.batch_in_epoch = state["epoch"], state["batch_in_epoch"]
+        saved = state.get("order", {})
+        changed = [f"{k} {saved.get(k)!r} -> {v!r}" for k, v in self.order.items() if saved.get(k) != v]
+        if not changed:
+            return f"epoch {self.epoch}, batch {self.batch_in_epoch}: exact data position"
+        lost, self.batch_in_epoch = self.batch_in_epoch, 0
+        return (
+            f"epoch {self.epoch} restarted, {lost} batches of it are seen again: the data order changed "
+            f"({'; '.join(changed)})"
+        )
+
+
+class ConsumerSamples(torch.utils.data.IterableDataset):
+    """This (rank, worker)'s endless, shuffled sample stream.
+
+    Epoch by epoch: a permutation of the shards seeded by (seed, epoch), webdataset's split by node, then by
+    logical worker (so the shares of one epoch are disjoint), tar to samples, and a shuffle buffer that is
+    drained at the end of the epoch's share (so no sample of the next epoch leaks in). With fewer shards than
+    consumers, the epochs' permutations are chained before the split, so every consumer still gets shards:
+    sampling with replacement instead of a hang.
+    """
+
+    def __init__(self, urls: list[str], seed: int, epoch: int, skip: int, bufsize: int, policy: ErrorPolicy):
+        self.urls, self.seed, self.epoch, self.skip = list(urls), seed, epoch, skip
+        self.bufsize, self.policy = bufsize, policy
+
+    def permutation(self, epoch: int) -> list[dict]:
+        order = list(self.urls)
+        random.Random(f"shards-{self.seed}-{epoch}").shuffle(order)
+        return [{"url": url} for url in order]
+
+    def samples(self, shards, epoch: int):
+        rank, _, worker, _ = logical_worker(self.skip)
+        mine = split_by_logical_worker(wds.split_by_node(shards), self.skip)
+        seed = hash((self.seed, epoch, rank, worker)) & 0xFFFFFFFF
+        samples = wds.tarfile_to_samples(handler=self.policy)(mine)
+        return wds.shuffle(self.bufsize, initial=self.bufsize, seed=seed)(samples)
+
+    def __iter__(self):
+        _, world, _, workers = logical_worker(self.skip)
+        if len(self.urls) < world * workers:
+            yield from self.samples(chain.from_iterable(map(self.permutation, count(self.epoch))), self.epoch)
+            return
+        for epoch in count(self.epoch):
+            yield from self.samples(iter(self.permutation(epoch)), epoch)
+
+
+def logical_worker(skip: int) -> tuple[int, int, int, int]:
+    """(rank, world, logical worker, workers) of the calling DataLoader worker, rotated by the resume skip."""
+    rank, world, worker, workers = wds.utils.pytorch_worker_info()
+    return rank, world, (worker + skip) % workers, workers
+
+
+def split_by_logical_worker(src, skip: int):
+    _, _, worker, workers = logical_worker(skip)
+    yield from islice(src, worker, None, workers)
+
+
+def skip_done(src, plan: LoaderPlan, skip: int):
+    """Drop the raw samples of this worker's batches before `skip`, before anything is decoded.
+
+    Exact when no sample was broken; a broken sample in the skipped part shifts the stream by one sample.
+    """
+    _, _, worker, workers = logical_worker(skip)
+    yield from islice(src, _count_for_worker(skip, worker, workers) * plan.micro_batch, None)
+
+
+def take_remaining(src, plan: LoaderPlan, skip: int):
+    """Exactly this worker's share of the epoch's batches: the shard stream never ends, so broken samples
+    cost a refill, never a short rank (which would hang the others in the gradient all-reduce)."""
+    _, _, worker, workers = logical_worker(skip)
+    remaining = _count_for_worker(plan.batches_per_epoch, worker, workers) - _count_for_worker(skip, worker, workers)
+    yield from islice(src, max(0, remaining))
+
+
+def _count_for_worker(batches: int, worker: int, workers: int) -> int:
+    """How many of batches 0..batches-1 fall on `worker` when batch j goes to worker j % workers."""
+    return max(0, math.ceil((batches - worker) / workers))
+
+
+def collate_train(samples: list[dict], policy: ErrorPolicy, skip: int) -> dict:
+    keys = [k for k in ("image", "levels", "mask", "tokens", "ref_id") if k in samples[0]]
+    batch = {k: torch.stack([s[k] for s in samples]) for k in keys}
+    batch["skipped"] = torch.tensor(policy.skipped)  # cumulative in this worker
+    batch["worker"] = torch.tensor(logical_worker(skip)[2])
+    return batch
+
+
+def train_pipeline(cfg: Config, urls: list[str], plan: LoaderPlan, epoch: int, skip: int) -> wds.DataPipeline:
+    policy = ErrorPolicy(cfg.data.on_error)
+    return wds.DataPipeline(
+        ConsumerSamples(urls, cfg.train.seed, epoch, skip, cfg.data.shuffle_buffer, policy),
+        partial(skip_done, plan=plan, skip=skip),
+        wds.map(partial(train_sample, cfg=cfg, epoch=epoch), handler=policy),
+        wds.batched(plan.micro_batch, collation_fn=partial(collate_train, policy=policy, skip=skip), partial=False),
+        partial(take_remaining, plan=plan, skip=skip),
+    )
+
+
+def train_loader(cfg: Config, shards: ShardSet, plan: LoaderPlan, epoch: int, skip: int = 0):
+    """Batches skip..batches_per_epoch-1 of `epoch` for this rank, in the same order as an uninterrupted run."""
+    urls = shards.urls(cfg.data.train_split)
+    _, world, _, _ = wds.utils.pytorch_worker_info()
+    workers = max(1, cfg.data.workers)
+    if len(urls) < world * workers:
+        log.warning(
+            "%d shards < %d ranks x %d workers: consumers read overlapping shards this epoch "
+            "(sampling with replacement); shard with a smaller --samples-per-shard",
+            len(urls),
+            world,
+            workers,
+        )
+    return make_loader(train_pipeline(cfg, urls, plan, epoch, skip), cfg.data.workers)
+
+
+def make_loader(pipeline, workers: int):
+    kill_workers_at_exit()
+    # Its own generator: creating an iterator must not draw from the global RNG that dropout uses, or a
+    # resumed run (new iterator mid-epoch) would drift from an uninterrupted one.
+    return wds.WebLoader(
+        pipeline,
+        batch_size=None,
+        num_workers=workers,
+        persistent_workers=False,
+        generator=torch.Generator().manual_seed(0),
+        worker_init_fn=worker_ignores_stop_signals,
+    )

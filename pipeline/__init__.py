@@ -1,1 +1,0 @@
-"""Data preparation: read refer-layout datasets, generate the synthetic one, and write WebDataset shards."""
