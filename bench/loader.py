@@ -9,7 +9,7 @@ and 2 DataLoader workers), in interleaved rounds, medians:
                  shuffle buffer, decode + resize, batching);
   bare limit   : a plain loop over the same shard tars (python tarfile) calling the same `decode_image` /
                  `decode_mask` per sample and stacking batches; nothing else (the cost floor of decode+resize);
-  naive refer  : `pipeline.refer.ReferDataset` as RIS codebases load data: per sample open the JPEG file and
+  naive refer  : `jrnet.prep.refer.ReferDataset` as RIS codebases load data: per sample open the JPEG file and
                  rasterise the polygon/RLE with pycocotools at full resolution, then the same resize/normalise;
                  a map-style DataLoader with shuffle.
 Datasets: the generated synthetic set (96-160 px JPEGs) at the demo config's S; in the full run also a COCO-sized
