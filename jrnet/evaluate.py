@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from jrnet.config import Config
 from jrnet.distributed import max_over_ranks
 from jrnet.eval_stream import eval_loader
-from jrnet.metrics import IoUAccumulator
+from jrnet.metrics import Breakdown, IoUAccumulator
 from jrnet.model import model_kwargs
 from jrnet.preemption import EXIT_BAD_INPUT, StopSignal
 from jrnet.shards import ShardSet
@@ -50,19 +50,20 @@ def evaluate_split(
     overlays: int = 0,
     stop: StopSignal | None = None,
 ) -> tuple[dict | None, list]:
-    """Every rank must call this: ranks that run out of data keep pace with dummy batches (ZeRO-3 gathers).
+    """The split's metrics (with `by_length` and `by_kind` breakdowns) and up to `overlays` gallery panels, half
+    of them failures (IoU <= 0.5) when there are any.
 
-    A stop signal on any rank ends the evaluation at the next batch on every rank: the summary is then None.
+    Every rank must call this: ranks that run out of data keep pace with dummy batches (ZeRO-3 gathers). A stop
+    signal on any rank ends the evaluation at the next batch on every rank: the summary is then None.
     """
-    acc = IoUAccumulator()
-    panels = []
+    acc, breakdown, gallery = IoUAccumulator(), Breakdown(), GalleryPicker(overlays)
     batches = iter(eval_loader(cfg, shards, split, batch_size))
     dummy = None  # a rank out of data repeats its last batch, or a blank one if it never had any
     while True:
         batch = next(batches, None)
         more, stopping = max_over_ranks(int(batch is not None), int(stop is not None and stop.received is not None))
         if stopping:
-            return None, panels
+            return None, []
         if not more:
             break
         if batch is None:
@@ -71,11 +72,38 @@ def evaluate_split(
         dummy = model_kwargs(batch, device, dtype)
         logits = forward(**model_kwargs(batch, device, dtype))
         preds = predict_masks(logits, [tuple(m.shape) for m in batch["masks"]])
-        for pred, mask, raw, jpg in zip(preds, batch["masks"], batch["raw"], batch["jpg"], strict=True):
-            iou = acc.update(pred.cpu(), mask)[0]
-            if len(panels) < overlays:
-                panels.append((overlay_panel(jpg, mask.numpy(), pred.cpu().numpy(), f"{raw}  (IoU {iou:.2f})"), raw))
-    return acc.all_reduce().summary(), panels
+        items = zip(preds, batch["masks"], batch["raw"], batch["jpg"], batch["words"], batch["kind"], strict=True)
+        for pred, mask, raw, jpg, words, kind in items:
+            pred = pred.cpu()
+            intersection, union = int((pred & mask).sum()), int((pred | mask).sum())
+            iou = acc.add(intersection, union)
+            breakdown.add(words, kind, intersection, union)
+            if gallery.wants(iou):
+                gallery.add(iou, overlay_panel(jpg, mask.numpy(), pred.numpy(), f"{raw}  (IoU {iou:.2f})"), raw)
+    return {**acc.all_reduce().summary(), **breakdown.all_reduce().summary()}, gallery.panels()
+
+
+class GalleryPicker:
+    """Failures first (half of the gallery when there are enough), then successes; panels are rendered only
+    for sentences that can still be picked."""
+
+    def __init__(self, size: int):
+        self.size = size
+        self.failures: list = []
+        self.successes: list = []
+
+    def _bin(self, iou: float) -> list:
+        return self.failures if iou <= 0.5 else self.successes
+
+    def wants(self, iou: float) -> bool:
+        return len(self._bin(iou)) < self.size
+
+    def add(self, iou: float, panel, caption: str) -> None:
+        self._bin(iou).append((panel, caption))
+
+    def panels(self) -> list:
+        failures = self.failures[: max(self.size // 2, self.size - len(self.successes))]
+        return failures + self.successes[: self.size - len(failures)]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -105,6 +105,8 @@ def eval_items(sample: dict, cfg: Config):
             "ref_id": meta["ref_id"],
             "sent_id": sentence["sent_id"],
             "raw": sentence["raw"],
+            "words": len(sentence["tokens"]),  # as sharded: cut at max_words
+            "kind": sentence.get("kind"),
             "jpg": sample[IMAGE],  # the overlays show the original image
         }
 
@@ -117,5 +119,7 @@ def collate_eval(items: list[dict]) -> dict:
         "ref_id": [i["ref_id"] for i in items],
         "sent_id": [i["sent_id"] for i in items],
         "raw": [i["raw"] for i in items],
+        "words": [i["words"] for i in items],
+        "kind": [i["kind"] for i in items],
         "jpg": [i["jpg"] for i in items],
     }

@@ -5,7 +5,8 @@ Under `<shards>/<dataset>/` (dataset = unc, unc+, gref, gref_google, referit, sy
         jpg         the image file's bytes when it is an RGB JPEG, else the image re-encoded as RGB JPEG
         mask.png    8-bit single-channel mask (0/255) at the image's resolution, refer API semantics
         json        ref_id, ann_id, image_id, category_id, split, file_name, height, width,
-                    sentences: [{sent_id, raw, tokens (vocabulary ids), truncated}]
+                    sentences: [{sent_id, raw, tokens (vocabulary ids), truncated, kind (generated set only:
+                    attribute | spatial | ordinal | comparative)}]
         levels.npy  feature caches only: fp16 [C2 + C3 + C4, H, W], the frozen trunk's resized levels
     vocab.json      {"words": [...]}: <pad>, <unk>, then train-split words by frequency (ties alphabetical)
     glove.npy       float32 [vocab, dim] when sharded with --glove (pad and words GloVe lacks: zero rows)

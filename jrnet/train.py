@@ -41,6 +41,15 @@ class RunResult:
     eval: dict | None
 
 
+def flatten(tree: dict, prefix: str = "") -> dict[str, float]:
+    """{"eval": {"val": {"overall_iou": x}}} -> {"eval/val/overall_iou": x}: one metrics.jsonl / wandb key each."""
+    out = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        out.update(flatten(value, f"{name}/") if isinstance(value, dict) else {name: value})
+    return out
+
+
 def train(
     cfg: Config, shards_dir: str, output: str, max_steps: int | None, resume: str, stop: StopSignal | None = None
 ) -> RunResult:
@@ -270,7 +279,7 @@ class Trainer:
                 gallery([p for p, _ in panels]).save(folder / f"{split}_step{step:08d}.png")
         self.engine.train()
         if self.env.is_main:
-            record = {"step": step, **{f"eval/{s}/{k}": v for s, m in results.items() for k, v in m.items()}}
+            record = {"step": step, **flatten({"eval": results})}
             self.logger.log(record)
             self.logger.log_images(step, images)
             report = {"step": step, "final": final, "splits": results}

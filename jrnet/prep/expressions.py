@@ -14,7 +14,7 @@ from jrnet.prep.scenes import MARGIN, ORDINALS, PLURALS, Thing
 
 @dataclass(frozen=True)
 class Expression:
-    kind: str  # unique | extreme | ordinal | comparative | relation
+    kind: str  # attribute | spatial (extremes, relations to a landmark) | ordinal | comparative
     paraphrases: tuple[str, ...]
 
 
@@ -56,7 +56,7 @@ def unique_expressions(things: Sequence[Thing], target: Thing, visible: Sequence
         paraphrases = [f"the {phrase}", bare, f"the {bare} in the picture"]
         if "shape" in attrs and "colour" in attrs and "size" not in attrs:
             paraphrases.append(f"the {target.shape} that is {target.colour}")
-        expressions.append(Expression("unique", tuple(paraphrases)))
+        expressions.append(Expression("attribute", tuple(paraphrases)))
     return expressions
 
 
@@ -92,7 +92,7 @@ def extreme_expressions(things: Sequence[Thing], target: Thing, visible: Sequenc
         phrase = noun_phrase(target, attrs)
         for direction, templates in EXTREME_TEMPLATES.items():
             if is_extreme(group, target, direction):
-                expressions.append(Expression("extreme", tuple(t.format(np=phrase) for t in templates)))
+                expressions.append(Expression("spatial", tuple(t.format(np=phrase) for t in templates)))
     return expressions
 
 
@@ -171,7 +171,7 @@ def relation_expressions(things: Sequence[Thing], target: Thing, visible: Sequen
                 if target_on_side and others_opposite:
                     phrase = noun_phrase(target, attrs)
                     paraphrases = tuple(t.format(np=phrase, lm=landmark_phrase) for t in templates)
-                    expressions.append(Expression("relation", paraphrases))
+                    expressions.append(Expression("spatial", paraphrases))
     return expressions
 
 
@@ -186,21 +186,21 @@ EXPRESSION_KINDS: tuple[Callable[[Sequence[Thing], Thing, Sequence[str]], list[E
 
 def referring_sentences(
     rng: np.random.Generator, things: Sequence[Thing], target: Thing, visible: Sequence[str]
-) -> list[str]:
-    """1-3 sentences that single out the target; the kind of expression is drawn uniformly first so
+) -> Expression | None:
+    """1-3 paraphrases that single out the target; the kind of expression is drawn uniformly first so
     spatial, ordinal, comparative and relational ones are as common as plain attribute ones."""
     by_kind = [found for kind in EXPRESSION_KINDS if (found := kind(things, target, visible))]
     if not by_kind:
-        return []
+        return None
     candidates = by_kind[int(rng.integers(len(by_kind)))]
     expression = candidates[int(rng.integers(len(candidates)))]
     count = min(int(rng.integers(1, 4)), len(expression.paraphrases))
     picked = rng.choice(len(expression.paraphrases), size=count, replace=False)
-    return [expression.paraphrases[i] for i in sorted(picked)]
+    return Expression(expression.kind, tuple(expression.paraphrases[i] for i in sorted(picked)))
 
 
-def refer_sentence(rng: np.random.Generator, text: str, sent_id: int) -> dict:
-    """A sentence record as in refs(unc).p: raw as typed, sent lower-cased, tokens split."""
+def refer_sentence(rng: np.random.Generator, text: str, sent_id: int, kind: str) -> dict:
+    """A sentence record as in refs(unc).p (raw as typed, sent lower-cased, tokens split), plus its kind."""
     raw = text[0].upper() + text[1:] if rng.random() < 0.5 else text
     raw += "." if rng.random() < 0.3 else ""
-    return {"tokens": text.split(), "raw": raw, "sent": text, "sent_id": sent_id}
+    return {"tokens": text.split(), "raw": raw, "sent": text, "sent_id": sent_id, "kind": kind}

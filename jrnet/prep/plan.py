@@ -73,14 +73,15 @@ def encode_sentences(ref: dict, vocab: Vocab, max_words: int) -> list[dict]:
     for sentence in ref["sentences"]:
         words, truncated = truncate(sentence_words(sentence), max_words)
         raw = sentence.get("raw") or sentence.get("sent", "")
-        sentences.append(
-            {
-                "sent_id": sentence["sent_id"],
-                "raw": raw,
-                "tokens": vocab.encode_words(words),
-                "truncated": truncated,
-            }
-        )
+        record = {
+            "sent_id": sentence["sent_id"],
+            "raw": raw,
+            "tokens": vocab.encode_words(words),
+            "truncated": truncated,
+        }
+        if "kind" in sentence:  # the generated dataset says what each sentence needs (jrnet/prep/expressions.py)
+            record["kind"] = sentence["kind"]
+        sentences.append(record)
     return sentences
 
 

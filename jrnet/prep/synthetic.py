@@ -30,7 +30,7 @@ import numpy as np
 from PIL import Image
 
 from jrnet.fileio import write_atomic
-from jrnet.prep.expressions import refer_sentence, referring_sentences
+from jrnet.prep.expressions import Expression, refer_sentence, referring_sentences
 from jrnet.prep.refer import dataset_spec, load_refs, ref_mask
 from jrnet.prep.scenes import (
     ATTRIBUTES,
@@ -102,13 +102,13 @@ def make_image(
     gray = colour_mode(image_id) == "L"
     things = sample_scene(rng, width, height, GRAY_SAFE_COLOURS if gray else list(COLOURS))
     visible = ("size", "shape") if gray else ATTRIBUTES  # no colour words about a grayscale image
-    targets: dict[int, list[str]] = {}
+    targets: dict[int, Expression] = {}
     for index in rng.permutation(len(things)):
         if len(targets) == REFS_PER_IMAGE:
             break
-        sentences = referring_sentences(rng, things, things[index], visible)
-        if sentences:
-            targets[int(index)] = sentences
+        expression = referring_sentences(rng, things, things[index], visible)
+        if expression is not None:
+            targets[int(index)] = expression
     anns, refs, masks = [], [], []
     for index, thing in enumerate(things):
         ref_number = counters.ref_id if index in targets else None
@@ -128,11 +128,11 @@ def make_image(
 
 
 def make_ref(
-    rng: np.random.Generator, ann: dict, split: str, file_name: str, texts: list[str], counters: Counters
+    rng: np.random.Generator, ann: dict, split: str, file_name: str, expression: Expression, counters: Counters
 ) -> dict:
     sentences = []
-    for text in texts:
-        sentences.append(refer_sentence(rng, text, counters.sent_id))
+    for text in expression.paraphrases:
+        sentences.append(refer_sentence(rng, text, counters.sent_id, expression.kind))
         counters.sent_id += 1
     ref = {
         "ref_id": counters.ref_id,
