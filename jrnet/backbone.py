@@ -19,6 +19,8 @@ LEVEL_CHANNELS = {
     "resnet101": (512, 1024, 2048),
 }
 LEVELS = ("layer2", "layer3", "layer4")
+IMAGENET_MEAN = (0.485, 0.456, 0.406)  # the trunk's preprocessing (torchvision's ImageNet weights)
+IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 class WeightsError(RuntimeError):
@@ -88,6 +90,9 @@ class Backbone(nn.Module):
             self.trunk.requires_grad_(False)
         self.level_channels = list(LEVEL_CHANNELS[cfg.backbone])
         self.project = nn.ModuleList(LevelProjection(c, cfg.channels) for c in self.level_channels)
+        # Not saved: constants of the preprocessing, not weights.
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
 
     def train(self, mode: bool = True):
         super().train(mode)
@@ -95,10 +100,17 @@ class Backbone(nn.Module):
             self.trunk.eval()  # BN statistics of a frozen trunk never move
         return self
 
+    def normalize(self, image: torch.Tensor) -> torch.Tensor:
+        """The input step, on the model's device: uint8 pixels -> ImageNet-normalised floats in the trunk's dtype.
+        A floating-point image is taken as normalised already."""
+        if image.dtype == torch.uint8:
+            image = (image.float() / 255.0 - self.mean.float()) / self.std.float()
+        return image.to(self.mean.dtype)
+
     def trunk_features(self, image: torch.Tensor) -> list[torch.Tensor]:
         """Trunk levels resized to H x W: deterministic given the weights, so they can be cached."""
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.frozen):
-            feats = self.trunk(image)
+            feats = self.trunk(self.normalize(image))
         size = (self.feature_size, self.feature_size)
         return [F.interpolate(feats[name], size=size, mode="bilinear", align_corners=False) for name in LEVELS]
 

@@ -29,13 +29,13 @@ def predict_masks(logits: torch.Tensor, sizes: list[tuple[int, int]]) -> list[to
     ]
 
 
-def blank_inputs(cfg: Config, shards: ShardSet, device, dtype) -> dict:
+def blank_inputs(cfg: Config, shards: ShardSet, device) -> dict:
     tokens = torch.zeros(1, cfg.data.max_words, dtype=torch.long, device=device)
     if "features" in shards.manifest:
         c, s = sum(shards.manifest["features"]["channels"]), cfg.model.feature_size
         return {"tokens": tokens, "cached": torch.zeros(1, c, s, s, device=device)}
     s = cfg.model.image_size
-    return {"tokens": tokens, "image": torch.zeros(1, 3, s, s, device=device, dtype=dtype)}
+    return {"tokens": tokens, "image": torch.zeros(1, 3, s, s, device=device, dtype=torch.uint8)}
 
 
 @torch.no_grad()
@@ -45,7 +45,6 @@ def evaluate_split(
     shards: ShardSet,
     split: str,
     device,
-    dtype,
     batch_size: int,
     overlays: int = 0,
     stop: StopSignal | None = None,
@@ -67,10 +66,10 @@ def evaluate_split(
         if not more:
             break
         if batch is None:
-            forward(**(dummy or blank_inputs(cfg, shards, device, dtype)))
+            forward(**(dummy or blank_inputs(cfg, shards, device)))
             continue
-        dummy = model_kwargs(batch, device, dtype)
-        logits = forward(**model_kwargs(batch, device, dtype))
+        dummy = model_kwargs(batch, device)
+        logits = forward(**model_kwargs(batch, device))
         preds = predict_masks(logits, [tuple(m.shape) for m in batch["masks"]])
         items = zip(preds, batch["masks"], batch["raw"], batch["jpg"], batch["words"], batch["kind"], strict=True)
         for pred, mask, raw, jpg, words, kind in items:
@@ -151,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     for split in args.splits or cfg.data.eval_splits:
         overlays = args.overlays if env.is_main else 0
         results[split], panels = evaluate_split(
-            forward, cfg, shards, split, env.device, torch.float32, args.batch_size, overlays
+            forward, cfg, shards, split, env.device, args.batch_size, overlays
         )
         if panels:
             gallery([panel for panel, _ in panels]).save(out.with_name(f"gallery_{split}.png"))

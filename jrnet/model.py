@@ -111,13 +111,13 @@ def check_trunk(cfg: Config, trunk: nn.Module, recorded: dict, where: str) -> No
         )
 
 
-def model_kwargs(batch: dict, device, dtype) -> dict:
+def model_kwargs(batch: dict, device) -> dict:
     """Keyword arguments of JRNet.forward for a batch from image shards or from the feature cache."""
-    kwargs = {"tokens": batch["tokens"].to(device)}
+    kwargs = {"tokens": batch["tokens"].to(device, non_blocking=True)}
     if "levels" in batch:
-        kwargs["cached"] = batch["levels"].to(device)
-    else:
-        kwargs["image"] = batch["image"].to(device, dtype)
+        kwargs["cached"] = batch["levels"].to(device, non_blocking=True)
+    else:  # uint8 as decoded: the model normalises it on the device
+        kwargs["image"] = batch["image"].to(device, non_blocking=True)
     return kwargs
 
 

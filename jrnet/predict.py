@@ -55,7 +55,7 @@ def shard_gallery(trained: Trained, shards: str, split: str, limit: int, device:
     rows = []
     for batch in eval_loader(cfg, ShardSet.open(shards, cfg.data.dataset), split, batch_size=8):
         with autocast(device):
-            logits = trained.model(**model_kwargs(batch, device, torch.float32))
+            logits = trained.model(**model_kwargs(batch, device))
         preds = predict_masks(logits, [m.shape for m in batch["masks"]])
         for jpg, gt, pred, raw in zip(batch["jpg"], batch["masks"], preds, batch["raw"], strict=True):
             rows.append(overlay_panel(jpg, gt.numpy(), pred.cpu().numpy(), raw))

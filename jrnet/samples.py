@@ -18,10 +18,6 @@ from jrnet.shards import DataError
 
 log = logging.getLogger(__name__)
 
-MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
-STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
-
-
 class ErrorPolicy:
     """`warn`: log the shard and reason, skip, and count; `strict`: stop with an error naming the shard."""
 
@@ -45,9 +41,12 @@ class ErrorPolicy:
 
 
 def decode_image(data: bytes, size: int) -> torch.Tensor:
-    image = Image.open(io.BytesIO(data)).convert("RGB").resize((size, size), Image.BILINEAR)
-    array = (np.asarray(image, dtype=np.float32) / 255.0 - MEAN) / STD
-    return torch.from_numpy(array.transpose(2, 0, 1).copy())
+    """uint8 (3, size, size). Only decoding (and resizing) runs here, on the CPU: the float conversion and
+    normalisation are the model's input step, on its device (jrnet.backbone.Backbone.normalize)."""
+    image = Image.open(io.BytesIO(data)).convert("RGB")
+    if image.size != (size, size):
+        image = image.resize((size, size), Image.BILINEAR)
+    return torch.from_numpy(np.asarray(image)).permute(2, 0, 1)
 
 
 def decode_levels(data: bytes) -> torch.Tensor:

@@ -107,7 +107,6 @@ class Trainer:
         model = build_jrnet(cfg, shards.vocab_size(), shards.glove(cfg.model.glove))
         self.trunk = trunk_identity(cfg, model.backbone.trunk)
         self.engine = build_engine(cfg, model, env.world_size, self.plan.micro_batch, load_universal=load_universal)
-        self.dtype = next(p.dtype for p in self.engine.module.parameters() if p.is_floating_point())
         torch.manual_seed(cfg.train.seed + env.rank)  # same init on every rank (above), own dropout masks from here
         self.stream = TrainStream(cfg, shards, self.plan, env.world_size)
         self.step, self.run_id = 0, new_run_id()
@@ -173,7 +172,7 @@ class Trainer:
             t0 = time.perf_counter()
             batch = next(batches)
             t1 = time.perf_counter()
-            logits = self.engine(**model_kwargs(batch, dev, self.dtype))
+            logits = self.engine(**model_kwargs(batch, dev))
             loss = mask_loss(logits, batch["mask"].to(dev))
             t2 = time.perf_counter()
             self.engine.backward(loss)
@@ -261,7 +260,6 @@ class Trainer:
                 self.shards,
                 split,
                 self.env.device,
-                self.dtype,
                 batch_size=self.plan.micro_batch,
                 overlays=cfg.log.overlays if self.env.is_main else 0,
                 stop=self.stop,

@@ -44,8 +44,8 @@ def test_cached_loss_equals_image_loss(cached):
         assert torch.equal(a["tokens"], b["tokens"]) and torch.equal(a["mask"], b["mask"])
         assert "image" in a and "levels" in b and "image" not in b
         with torch.no_grad():
-            from_images = mask_loss(model(**model_kwargs(a, "cpu", torch.float32)), a["mask"])
-            from_cache = mask_loss(model(**model_kwargs(b, "cpu", torch.float32)), b["mask"])
+            from_images = mask_loss(model(**model_kwargs(a, "cpu")), a["mask"])
+            from_cache = mask_loss(model(**model_kwargs(b, "cpu")), b["mask"])
         assert from_cache.item() == pytest.approx(from_images.item(), rel=2e-3)  # fp16 storage
         batches += 1
     assert batches == plan.batches_per_epoch

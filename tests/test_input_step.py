@@ -1,0 +1,46 @@
+"""The loader hands the model uint8 pixels; the model normalises them on its own device."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import torch
+from PIL import Image
+
+from jrnet.backbone import IMAGENET_MEAN, IMAGENET_STD
+from jrnet.config import load_config
+from jrnet.model import build_jrnet
+from jrnet.samples import decode_image
+
+
+def jpeg(seed: int, size=(40, 30)) -> bytes:
+    pixels = np.random.default_rng(seed).integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, "JPEG")
+    return buffer.getvalue()
+
+
+def test_loader_decodes_to_uint8_only():
+    image = decode_image(jpeg(0), 32)
+    assert image.dtype == torch.uint8 and image.shape == (3, 32, 32)
+
+
+def test_uint8_normalised_in_the_model_gives_the_logits_of_floats_normalised_on_the_cpu():
+    cfg = load_config("tiny")
+    model = build_jrnet(cfg, 20).eval()
+    pixels = torch.stack([decode_image(jpeg(seed), 32) for seed in (1, 2)])
+    mean, std = np.array(IMAGENET_MEAN, np.float32), np.array(IMAGENET_STD, np.float32)
+    on_cpu = (pixels.permute(0, 2, 3, 1).numpy().astype(np.float32) / 255.0 - mean) / std  # the old loader's work
+    on_cpu = torch.from_numpy(on_cpu).permute(0, 3, 1, 2).contiguous()
+    tokens = torch.tensor([[3, 4, 5, 0], [6, 0, 0, 0]])
+    with torch.no_grad():
+        from_uint8, from_float = model(tokens, pixels), model(tokens, on_cpu)
+    assert torch.allclose(from_uint8, from_float, rtol=0, atol=1e-5)  # fp32; only the operation order differs
+
+
+def test_input_step_casts_to_the_trunks_dtype():
+    """DeepSpeed's fp16 mode casts the model, buffers included: the normalised image follows them."""
+    cfg = load_config("tiny")
+    backbone = build_jrnet(cfg, 20).backbone.to(torch.float64)
+    assert backbone.normalize(torch.zeros(1, 3, 4, 4, dtype=torch.uint8)).dtype == torch.float64
