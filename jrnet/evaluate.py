@@ -149,9 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     results = {}
     for split in args.splits or cfg.data.eval_splits:
         overlays = args.overlays if env.is_main else 0
-        results[split], panels = evaluate_split(
-            forward, cfg, shards, split, env.device, args.batch_size, overlays
-        )
+        results[split], panels = evaluate_split(forward, cfg, shards, split, env.device, args.batch_size, overlays)
         if panels:
             gallery([panel for panel, _ in panels]).save(out.with_name(f"gallery_{split}.png"))
     if env.is_main:

@@ -18,6 +18,7 @@ from jrnet.shards import DataError
 
 log = logging.getLogger(__name__)
 
+
 class ErrorPolicy:
     """`warn`: log the shard and reason, skip, and count; `strict`: stop with an error naming the shard."""
 
@@ -63,7 +64,7 @@ def model_input(sample: dict, size: int) -> dict:
 
 def decode_mask(data: bytes, size: int | None = None) -> torch.Tensor:
     mask = Image.open(io.BytesIO(data)).convert("L")
-    if size is not None:
+    if size is not None and mask.size != (size, size):
         mask = mask.resize((size, size), Image.NEAREST)
     return torch.from_numpy(np.asarray(mask) > 127)
 

@@ -55,6 +55,17 @@ class ShardSet:
                 f"{cfg.data.max_words}"
             )
 
+    def resize_warning(self, cfg: Config) -> str | None:
+        """What it costs when the train images were stored at another size than the model takes (or None)."""
+        stored = self.manifest["options"].get("train_size")
+        if stored is None or stored == cfg.model.image_size:
+            return None
+        return (
+            f"{self.root / MANIFEST}: train images are stored at {stored} x {stored} but model.image_size is "
+            f"{cfg.model.image_size}: every training sample is resized again on the CPU, which costs more than "
+            f"decoding it (see BENCHMARKS.md); shard with --train-size {cfg.model.image_size} to save that"
+        )
+
     def vocab_size(self) -> int:
         return int(self.manifest["vocab_size"])
 

@@ -61,6 +61,8 @@ def train(
     )
     shards = ShardSet.open(shards_dir, cfg.data.dataset)
     shards.check_max_words(cfg)
+    if env.is_main and (warning := shards.resize_warning(cfg)):
+        log.warning(warning)
     if cfg.data.feature_cache:
         shards = open_cache(shards, cfg)  # the trunk is skipped: its cached levels come from the shards
     out = Path(output)

@@ -39,6 +39,7 @@ class ShardTask:
     path: Path
     split: str
     samples: tuple[Sample, ...]
+    resize: int | None = None  # train split with --train-size: image and mask stored at resize x resize
 
     @property
     def sentences(self) -> int:
@@ -50,7 +51,7 @@ class ShardTask:
 
     def digest(self) -> str:
         """Checksum of everything the shard's bytes depend on."""
-        inputs = [FORMAT_VERSION, [[s.key, s.meta, s.segmentation, s.image_stamp] for s in self.samples]]
+        inputs = [FORMAT_VERSION, self.resize, [[s.key, s.meta, s.segmentation, s.image_stamp] for s in self.samples]]
         return hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()
 
 
@@ -131,9 +132,10 @@ def plan_split(refer: Refer, split: str, vocab: Vocab, args: argparse.Namespace,
         meta = sample_meta(ref, image, encode_sentences(ref, vocab, args.max_words))
         samples.append(Sample(f"{ref['ref_id']:09d}", meta, str(path), ann["segmentation"], stamp))
     plan.missing_images = sorted(missing)
+    resize = args.train_size if split == "train" else None  # evaluation keeps the original resolution
     for index, start in enumerate(range(0, len(samples), args.samples_per_shard)):
         chunk = tuple(samples[start : start + args.samples_per_shard])
-        plan.tasks.append(ShardTask(out_dir / f"{split}-{index:06d}.tar", split, chunk))
+        plan.tasks.append(ShardTask(out_dir / f"{split}-{index:06d}.tar", split, chunk, resize))
     return plan
 
 

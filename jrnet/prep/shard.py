@@ -117,6 +117,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="refs per tar (default 500)",
     )
     parser.add_argument("--skip-missing", action="store_true", help="skip refs whose image is missing")
+    parser.add_argument(
+        "--train-size",
+        type=positive_int,
+        metavar="S",
+        help="store the train split's images and masks resized to S x S (the model's input size), so training "
+        "only decodes; evaluation splits keep the original resolution",
+    )
     parser.add_argument("--split-by", help="refs(<split-by>).p, e.g. google for gref (default: the dataset's)")
     parser.add_argument(
         "--features",
@@ -165,6 +172,7 @@ def run(args: argparse.Namespace) -> int:
     options: dict[str, Any] = {
         "split_by": spec.split_by,
         "max_words": args.max_words,
+        "train_size": args.train_size,
         "samples_per_shard": args.samples_per_shard,
         "skip_missing": args.skip_missing,
     }

@@ -28,6 +28,7 @@ from jrnet.shard_format import GLOVE, IMAGE, MASK, META, write_tar
 from jrnet.vocab import PAD, UNK, GloveFormatError, GloveMatch, Vocab, read_glove
 
 JPEG_QUALITY = 95  # re-encoding of non-RGB-JPEG sources only (4:4:4 chroma); libjpeg output is deterministic
+TRAIN_JPEG_QUALITY = 90  # --train-size copies (4:4:4), decoded at load time
 PNG_COMPRESS_LEVEL = 6
 OUR_FILE = re.compile(r".+-\d{6}\.tar(\.state\.json)?$")
 TEMPORARY_FILE = re.compile(r".+\.tmp\d*$")
@@ -66,19 +67,35 @@ def rgb_jpeg(path: Path) -> tuple[bytes, tuple[int, int]]:
     return buffer.getvalue(), rgb.size
 
 
+def resized_jpeg(jpeg: bytes, size: int) -> bytes:
+    with Image.open(io.BytesIO(jpeg)) as image:
+        small = image.convert("RGB").resize((size, size), Image.BILINEAR)
+    buffer = io.BytesIO()
+    small.save(buffer, "JPEG", quality=TRAIN_JPEG_QUALITY, subsampling=0)  # 4:4:4: colour edges of small objects
+    return buffer.getvalue()
+
+
+def resized_mask(mask: np.ndarray, size: int) -> np.ndarray:
+    return np.asarray(Image.fromarray(mask.astype(np.uint8) * 255).resize((size, size), Image.NEAREST)) > 127
+
+
 def png_mask(mask: np.ndarray) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(mask.astype(np.uint8) * 255).save(buffer, "PNG", compress_level=PNG_COMPRESS_LEVEL)
     return buffer.getvalue()
 
 
-def encode_sample(sample: Sample) -> dict[str, Any]:
+def encode_sample(sample: Sample, resize: int | None = None) -> dict[str, Any]:
+    """The sample's members; with `resize`, image and mask at resize x resize as the training loader would make
+    them (bilinear image, nearest mask), so training decodes without resizing."""
     meta = sample.meta
     jpeg, size = rgb_jpeg(Path(sample.image_path))
     if size != (meta["width"], meta["height"]):
         expected = f"{meta['width']}x{meta['height']}"
         raise InputError(f"{sample.image_path}: image is {size[0]}x{size[1]}, instances.json says {expected}")
     mask = ref_mask({"segmentation": sample.segmentation}, meta["height"], meta["width"])
+    if resize is not None:
+        jpeg, mask = resized_jpeg(jpeg, resize), resized_mask(mask, resize)
     return {
         "__key__": sample.key,
         IMAGE: jpeg,
@@ -95,7 +112,7 @@ def write_shard(task: ShardTask) -> ShardResult:
     """Write one shard atomically, then its state sidecar (the proof that it is complete)."""
     started = time.time()
     state_path(task.path).unlink(missing_ok=True)
-    sha256 = write_tar(task.path, map(encode_sample, task.samples))
+    sha256 = write_tar(task.path, (encode_sample(sample, task.resize) for sample in task.samples))
     state = {"sha256": sha256, "input": task.digest(), "samples": len(task.samples)}
     write_atomic(state_path(task.path), json.dumps(state).encode())
     return ShardResult(task.path.name, sha256, kept=False, started=started, finished=time.time())
