@@ -1,6 +1,11 @@
-"""Visual features (section 3.1): a frozen ResNet trunk, layers 2/3/4 resized to H x W and projected to C."""
+"""Visual features (section 3.1): a frozen ResNet trunk, layers 2/3/4 resized to H x W and projected to C.
+
+`resnet_cpu` is the CPU demo's trunk: a narrow BasicBlock ResNet (one block per stage) with output stride 8,
+so its three levels are at S/8 (12 x 12 at 96 px) instead of ResNet-18's S/8, S/16, S/32.
+"""
 
 import warnings
+from collections import OrderedDict
 from pathlib import Path
 
 import torch
@@ -17,6 +22,7 @@ LEVEL_CHANNELS = {
     "resnet34": (128, 256, 512),
     "resnet50": (512, 1024, 2048),
     "resnet101": (512, 1024, 2048),
+    "resnet_cpu": (64, 96, 128),
 }
 LEVELS = ("layer2", "layer3", "layer4")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)  # the trunk's preprocessing (torchvision's ImageNet weights)
@@ -27,7 +33,31 @@ class WeightsError(RuntimeError):
     """A backbone weights file that does not fit the configured trunk."""
 
 
+def cpu_trunk() -> nn.Module:
+    """Stem (conv s2) -> layer1 (s2) -> layer2 (s2) -> layer3, layer4 (s1): one BasicBlock each, output stride 8."""
+
+    def block(cin: int, cout: int, stride: int) -> resnet.BasicBlock:
+        down = None
+        if stride != 1 or cin != cout:
+            down = nn.Sequential(resnet.conv1x1(cin, cout, stride), nn.BatchNorm2d(cout))
+        return resnet.BasicBlock(cin, cout, stride, down)
+
+    c2, c3, c4 = LEVEL_CHANNELS["resnet_cpu"]
+    stem = nn.Sequential(resnet.conv3x3(3, 32, stride=2), nn.BatchNorm2d(32), nn.ReLU(inplace=True))
+    return nn.Sequential(
+        OrderedDict(
+            stem=stem,
+            layer1=block(32, 32, 2),
+            layer2=block(32, c2, 2),
+            layer3=block(c2, c3, 1),
+            layer4=block(c3, c4, 1),
+        )
+    )
+
+
 def build_trunk(cfg: ModelConfig) -> nn.Module:
+    if cfg.backbone == "resnet_cpu":
+        return IntermediateLayerGetter(cpu_trunk(), return_layers={name: name for name in LEVELS})
     # Output stride by dilating the last stages, as DeepLab does (only Bottleneck ResNets support it).
     dilate = {8: [False, True, True], 16: [False, False, True], 32: [False, False, False]}[cfg.output_stride]
     kwargs = {}

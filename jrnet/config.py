@@ -36,7 +36,7 @@ class ConfigError(ValueError):
 @dataclass
 class ModelConfig:
     variant: str = "jrnet"  # a key of VARIANTS
-    backbone: str = "resnet101"  # resnet18 | resnet34 | resnet50 | resnet101
+    backbone: str = "resnet101"  # resnet18 | resnet34 | resnet50 | resnet101 | resnet_cpu (small, stride 8)
     backbone_weights: str | None = None  # local torchvision deeplabv3_resnet101 or ResNet state dict
     freeze_backbone: bool = True  # paper: frozen, eval mode, no grad
     output_stride: int = 16  # 8 | 16 | 32 (dilation in the trunk's last stages)
@@ -54,6 +54,7 @@ class ModelConfig:
     cmmlf_gate_source: str = "paper"  # paper: Lambda_ij * X_v^i (eq. 4) | authors: Lambda_ij * X_v^j
     fusion_dropout: float = 0.1
     aspp_rates: tuple[int, ...] = (6, 12, 24)
+    aspp_dropout: float = 0.5  # after the ASPP projection (DeepLabv3, torchvision's fixed value)
     decoder_channels: int = 512
     decoder_upsamples: int = 2  # bilinear x2 steps in the decoder
     mask_prior: float = 0.1  # initial foreground probability of the logits (RefCOCO objects cover ~10-15%)
@@ -115,7 +116,9 @@ class Config:
     def validate(self) -> None:
         m, t = self.model, self.train
         _choice("model.variant", m.variant, VARIANTS)
-        _choice("model.backbone", m.backbone, ("resnet18", "resnet34", "resnet50", "resnet101"))
+        _choice("model.backbone", m.backbone, ("resnet18", "resnet34", "resnet50", "resnet101", "resnet_cpu"))
+        if m.backbone == "resnet_cpu" and m.output_stride != 8:
+            raise ConfigError(f"model.backbone=resnet_cpu has output stride 8, not {m.output_stride}: set it to 8")
         _choice("model.attention", m.attention, ("sdpa", "eager"))
         _choice("model.cmmlf_gate_source", m.cmmlf_gate_source, ("paper", "authors"))
         _choice("model.output_stride", m.output_stride, (8, 16, 32))

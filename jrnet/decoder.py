@@ -25,6 +25,7 @@ class MaskDecoder(nn.Module):
         super().__init__()
         c, d = cfg.channels, cfg.decoder_channels
         self.aspp = ASPP(c, list(cfg.aspp_rates), out_channels=c)  # 1x1, rates, image pooling, 5C -> C, dropout
+        self.aspp.project[-1].p = cfg.aspp_dropout  # torchvision hard-codes Dropout(0.5) there
         blocks: list[nn.Module] = [conv_bn_relu(c, d)]
         for _ in range(cfg.decoder_upsamples):
             blocks += [Upsample2x(), conv_bn_relu(d, d)]

@@ -227,3 +227,22 @@ def test_backbone_weights_errors_name_file_and_key(tmp_path):
     torch.save(partial, cut)
     with pytest.raises(WeightsError, match=r"cut\.pth: missing key 'layer4\.1\.bn2\.weight'"):
         load_trunk_weights(build_trunk(small_config()), cut)
+
+
+def test_cpu_trunk_levels_at_output_stride_8():
+    """The demo's small trunk: all three levels at S/8 (no resizing), a fraction of ResNet-18's size."""
+    cfg = small_config(backbone="resnet_cpu", output_stride=8, image_size=96, feature_size=12)
+    trunk = build_trunk(cfg)
+    feats = trunk(torch.zeros(2, 3, 96, 96))
+    assert [tuple(f.shape) for f in feats.values()] == [(2, 64, 12, 12), (2, 96, 12, 12), (2, 128, 12, 12)]
+    assert sum(p.numel() for p in trunk.parameters()) < 0.6e6
+    logits = JRNet(cfg, vocab_size=50)(tokens(2, [3, 5]), torch.randn(2, 3, 96, 96))
+    assert logits.shape == (2, 1, 96, 96)
+    with pytest.raises(ValueError, match="output stride 8"):
+        load_config("demo", ["model.backbone=resnet_cpu", "model.output_stride=32"])
+
+
+def test_aspp_dropout_follows_config():
+    """torchvision's ASPP hard-codes Dropout(0.5); model.aspp_dropout sets it (default 0.5, as before)."""
+    assert JRNet(small_config(), vocab_size=50).decoder.aspp.project[-1].p == 0.5
+    assert JRNet(small_config(aspp_dropout=0.0), vocab_size=50).decoder.aspp.project[-1].p == 0.0
