@@ -262,12 +262,15 @@ def synthetic_dataset(scratch: Path, num_images: int, workers: int = 2) -> tuple
     return data, shards, seconds
 
 
-def coco_like_dataset(scratch: Path, num_images: int, workers: int = 2) -> tuple[Path, Path, float]:
-    """The COCO-sized stand-in under scratch/coco-data, sharded (100 refs per shard) to scratch/coco-shards."""
+def coco_like_dataset(
+    scratch: Path, num_images: int, workers: int = 2, extra: tuple[str, ...] = ()
+) -> tuple[Path, Path, float]:
+    """The COCO-sized stand-in under scratch/coco-data, sharded (100 refs per shard, plus `extra` options of
+    pipeline/shard.py) to scratch/coco-shards."""
     data, shards = scratch / "coco-data", scratch / "coco-shards"
     t0 = time.perf_counter()
     make_coco_like(data, num_images)
-    shard_dataset(data, shards, workers, ("--samples-per-shard", "100"))
+    shard_dataset(data, shards, workers, ("--samples-per-shard", "100", *extra))
     return data, shards, time.perf_counter() - t0
 
 

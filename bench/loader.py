@@ -1,8 +1,9 @@
 """Figure 2: the training loader's samples/s against its limit and against a naive per-sample loader.
 
     .venv/bin/python bench/loader.py [--quick]
+    .venv/bin/python bench/loader.py --shards DIR --dataset NAME --size S --samples N --json   # one JSON line
 
-Three ways to produce the same kind of training batch (image normalised at S x S, mask at S x S, token ids) from
+Three ways to produce the same kind of training batch (uint8 image at S x S, mask at S x S, token ids) from
 the same generated dataset, same number of samples, same batch size, same worker count (0 = in the main process,
 and 2 DataLoader workers), in interleaved rounds, medians:
   train loader : `jrnet.stream.train_loader` as training runs it (shard shuffle, split by worker, tar reading,
@@ -13,7 +14,10 @@ and 2 DataLoader workers), in interleaved rounds, medians:
                  rasterise the polygon/RLE with pycocotools at full resolution, then the same resize/normalise;
                  a map-style DataLoader with shuffle.
 Datasets: the generated synthetic set (96-160 px JPEGs) at the demo config's S; in the full run also a COCO-sized
-stand-in (640 x 480, ~160 KB JPEGs, 40-vertex polygons; see common.make_coco_like) at the paper's S = 448.
+stand-in (640 x 480, ~160 KB JPEGs, 40-vertex polygons; see common.make_coco_like) at the paper's S = 448, its
+train split sharded with `--train-size 448` (decoding only, no resize, in the training loader).
+--json: the training loader alone as training runs it (0 workers, 1 torch thread) over N train samples of any
+shards; prints {"samples_per_s", "cpu_ms_per_sample", ...} (CPU time of this process, so the loader's own cost).
 Torch threads: 1 (as each training rank on this 2-core machine). Samples/s counts from loader creation to the
 last batch (worker start-up and the shuffle buffer's first fill included, as training pays them every epoch).
 """
@@ -244,11 +248,47 @@ def measure(name, data_root, shards, size, n_wanted, rounds) -> list[list[object
     return rows
 
 
+def json_mode(shards: Path, dataset: str, size: int, samples: int) -> dict:
+    """The training loader over `samples` train samples, 0 workers, as one training rank runs it."""
+    shard_set = ShardSet.open(shards, dataset)
+    overrides = [f"data.dataset={dataset}", f"model.image_size={size}", "data.workers=0", "log.wandb=disabled"]
+    cfg = load_config("demo", [*overrides, f"data.max_words={shard_set.manifest['options']['max_words']}"])
+    plan = LoaderPlan.make(cfg, shard_set.split(cfg.data.train_split)["samples"], 1)
+    batches = max(1, samples // plan.micro_batch)
+    wall, cpu = time.perf_counter(), time.process_time()
+    got = sum(batch["image"].shape[0] for batch in islice(loop_epochs(cfg, shard_set, plan), batches))
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    return {
+        "dataset": dataset,
+        "size": size,
+        "train_size": shard_set.manifest["options"].get("train_size"),
+        "samples": got,
+        "samples_per_s": round(got / wall, 1),
+        "cpu_ms_per_sample": round(1000 * cpu / got, 3),
+        "torch_threads": torch.get_num_threads(),
+    }
+
+
+def loop_epochs(cfg, shard_set, plan):
+    for epoch in range(10**6):
+        yield from train_loader(cfg, shard_set, plan, epoch=epoch)
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="the synthetic set only, fewer samples and rounds (~1 min)")
+    p.add_argument("--json", action="store_true", help="the training loader alone on --shards: one JSON object")
+    p.add_argument("--shards", type=Path, help="with --json: a shards folder")
+    p.add_argument("--dataset", default="synthetic", help="with --json: the dataset folder under --shards")
+    p.add_argument("--size", type=int, default=448, help="with --json: model.image_size")
+    p.add_argument("--samples", type=int, default=512, help="with --json: train samples to load")
     args = p.parse_args()
     torch.set_num_threads(1)
+    if args.json:
+        if args.shards is None:
+            p.error("--json needs --shards")
+        print(json.dumps(json_mode(args.shards, args.dataset, args.size, args.samples)))
+        return 0
     demo = load_config("demo")
     rounds = 2 if args.quick else 3
     header(
@@ -264,7 +304,7 @@ def main() -> int:
         print(f"generated + sharded the synthetic set in {seconds:.1f} s (this machine)")
         rows = measure("synthetic", data_root, shards, demo.model.image_size, 512 if args.quick else 2048, rounds)
         if not args.quick:
-            data_root, shards, seconds = coco_like_dataset(scratch, 400)
+            data_root, shards, seconds = coco_like_dataset(scratch, 400, extra=("--train-size", "448"))
             print(f"\nwrote + sharded the COCO-sized stand-in in {seconds:.1f} s (this machine)")
             rows += measure("coco-sized", data_root, shards, 448, 256, rounds)
         print()

@@ -7,16 +7,22 @@ import io
 import json
 import logging
 import random
+import warnings
 
 import numpy as np
 import torch
 from PIL import Image
+from torchvision.io import ImageReadMode, decode_jpeg
 
 from jrnet.config import Config
 from jrnet.shard_format import IMAGE, LEVELS, MASK, META
 from jrnet.shards import DataError
 
 log = logging.getLogger(__name__)
+
+# torchvision 0.29 marks its image decoders deprecated (in favour of torchcodec, not installed here) on every
+# call; it is the fastest correct CPU JPEG decoder available to this project (BENCHMARKS.md).
+warnings.filterwarnings("ignore", "The image decoding and encoding capabilities of TorchVision", DeprecationWarning)
 
 
 class ErrorPolicy:
@@ -43,11 +49,19 @@ class ErrorPolicy:
 
 def decode_image(data: bytes, size: int) -> torch.Tensor:
     """uint8 (3, size, size). Only decoding (and resizing) runs here, on the CPU: the float conversion and
-    normalisation are the model's input step, on its device (jrnet.backbone.Backbone.normalize)."""
-    image = Image.open(io.BytesIO(data)).convert("RGB")
+    normalisation are the model's input step, on its device (jrnet.backbone.Backbone.normalize).
+
+    An image stored at the model's size (`pipeline/shard.py --train-size`) is only decoded, by torchvision's
+    libjpeg-turbo decoder: the same pixels as PIL's, about 1.5x faster (BENCHMARKS.md); any other is decoded and
+    resized by PIL (bilinear, the resize the shards' --train-size copies were made with).
+    """
+    image = Image.open(io.BytesIO(data))
+    if image.size == (size, size) and image.format == "JPEG":
+        return decode_jpeg(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=ImageReadMode.RGB)
+    image = image.convert("RGB")
     if image.size != (size, size):
         image = image.resize((size, size), Image.BILINEAR)
-    return torch.from_numpy(np.asarray(image)).permute(2, 0, 1)
+    return torch.from_numpy(np.array(image)).permute(2, 0, 1)
 
 
 def decode_levels(data: bytes) -> torch.Tensor:

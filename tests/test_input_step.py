@@ -44,3 +44,10 @@ def test_input_step_casts_to_the_trunks_dtype():
     cfg = load_config("tiny")
     backbone = build_jrnet(cfg, 20).backbone.to(torch.float64)
     assert backbone.normalize(torch.zeros(1, 3, 4, 4, dtype=torch.uint8)).dtype == torch.float64
+
+
+def test_an_image_stored_at_the_models_size_is_decoded_to_the_same_pixels_as_pil():
+    data = jpeg(3, size=(32, 32))
+    fast = decode_image(data, 32)  # torchvision's decoder: nothing to resize
+    pil = torch.from_numpy(np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))).permute(2, 0, 1)
+    assert fast.dtype == torch.uint8 and torch.equal(fast, pil)
