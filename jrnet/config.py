@@ -72,6 +72,7 @@ class DataConfig:
     workers: int = 2  # DataLoader workers per rank
     shuffle_buffer: int = 1000
     on_error: str = "warn"  # warn (skip, log and count broken samples) | strict (fail naming the shard)
+    gpu_decode: bool = False  # training images decoded on the GPU in the model's input step (needs --train-size)
     feature_cache: bool = False  # read cached frozen-trunk features (pipeline/shard.py --features) instead of images
     eval_limit: int | None = None  # evaluate only the first N refs of each split (None: all)
 

@@ -61,6 +61,7 @@ def preflight(args: argparse.Namespace, world_size: int | None = None):
         raise ConfigError("train.precision=fp16 needs a CUDA GPU (no fp16 training on CPU): use fp32 or bf16")
     shards = ShardSet.open(args.shards, cfg.data.dataset)
     shards.check_max_words(cfg)
+    shards.check_gpu_decode(cfg)
     if cfg.data.feature_cache:
         shards = open_cache(shards, cfg)
     for split in (cfg.data.train_split, *cfg.data.eval_splits):

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
 from torch import nn
+from torchvision.io import ImageReadMode, decode_jpeg
 
 from jrnet.backbone import Backbone
 from jrnet.cmmlf import build_fusion, masked_mean
@@ -116,6 +117,8 @@ def model_kwargs(batch: dict, device) -> dict:
     kwargs = {"tokens": batch["tokens"].to(device, non_blocking=True)}
     if "levels" in batch:
         kwargs["cached"] = batch["levels"].to(device, non_blocking=True)
+    elif "jpeg" in batch:  # data.gpu_decode: one batched nvJPEG call on a GPU (images all stored at one size)
+        kwargs["image"] = torch.stack(decode_jpeg(batch["jpeg"], mode=ImageReadMode.RGB, device=device))
     else:  # uint8 as decoded: the model normalises it on the device
         kwargs["image"] = batch["image"].to(device, non_blocking=True)
     return kwargs

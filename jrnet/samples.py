@@ -96,7 +96,12 @@ def train_sample(sample: dict, cfg: Config, epoch: int) -> dict:
         raise ValueError(f"ref {meta['ref_id']} has no sentences", sample.get("__url__", ""))
     sentence = random.Random(f"sentence-{cfg.train.seed}-{epoch}-{meta['ref_id']}").choice(meta["sentences"])
     try:
-        inputs = model_input(sample, cfg.model.image_size)
+        if (
+            cfg.data.gpu_decode and LEVELS not in sample
+        ):  # the JPEG's bytes; the model's input step decodes the batch on the GPU
+            inputs = {"jpeg": torch.frombuffer(bytearray(sample[IMAGE]), dtype=torch.uint8)}
+        else:
+            inputs = model_input(sample, cfg.model.image_size)
         mask = decode_mask(sample[MASK], cfg.model.image_size)
     except Exception as exn:  # a corrupt JPEG or PNG inside an intact tar
         raise ValueError(f"{sample['__key__']}: cannot decode image or mask: {exn}", sample["__url__"]) from exn

@@ -55,6 +55,15 @@ class ShardSet:
                 f"{cfg.data.max_words}"
             )
 
+    def check_gpu_decode(self, cfg: Config) -> None:
+        """Decoding a batch on the GPU stacks the images as decoded: they must be stored at the model's size."""
+        stored = self.manifest["options"].get("train_size")
+        if cfg.data.gpu_decode and stored != cfg.model.image_size:
+            raise DataError(
+                f"data.gpu_decode needs the train images stored at model.image_size={cfg.model.image_size}, but "
+                f"{self.root / MANIFEST} has train_size={stored}: shard with --train-size {cfg.model.image_size}"
+            )
+
     def resize_warning(self, cfg: Config) -> str | None:
         """What it costs when the train images were stored at another size than the model takes (or None)."""
         stored = self.manifest["options"].get("train_size")

@@ -176,6 +176,8 @@ def _count_for_worker(batches: int, worker: int, workers: int) -> int:
 def collate_train(samples: list[dict], policy: ErrorPolicy, skip: int) -> dict:
     keys = [k for k in ("image", "levels", "mask", "tokens", "ref_id") if k in samples[0]]
     batch = {k: torch.stack([s[k] for s in samples]) for k in keys}
+    if "jpeg" in samples[0]:
+        batch["jpeg"] = [s["jpeg"] for s in samples]  # encoded, of different lengths
     batch["skipped"] = torch.tensor(policy.skipped)  # cumulative in this worker
     batch["worker"] = torch.tensor(logical_worker(skip)[2])
     return batch

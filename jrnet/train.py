@@ -61,6 +61,7 @@ def train(
     )
     shards = ShardSet.open(shards_dir, cfg.data.dataset)
     shards.check_max_words(cfg)
+    shards.check_gpu_decode(cfg)
     if env.is_main and (warning := shards.resize_warning(cfg)):
         log.warning(warning)
     if cfg.data.feature_cache:

@@ -8,7 +8,7 @@ import torch
 from jrnet.config import load_config
 from jrnet.model import build_jrnet, mask_loss, model_kwargs
 from jrnet.prep.shard import main as shard_main
-from jrnet.shards import ShardSet
+from jrnet.shards import DataError, ShardSet
 from jrnet.stream import LoaderPlan, train_loader
 
 SIZE = 32  # the tiny config's model.image_size
@@ -61,3 +61,21 @@ def test_a_model_size_other_than_the_stored_one_is_named_with_its_cost(resized_s
     warning = shards.resize_warning(load_config("tiny", ["model.image_size=48"]))
     assert warning.startswith(f"{resized_shards / 'synthetic' / 'manifest.json'}: train images are stored at 32 x 32")
     assert warning.endswith("shard with --train-size 48 to save that")
+
+
+def test_gpu_decode_batches_decode_in_the_input_step_to_the_loaders_pixels(resized_shards):
+    """data.gpu_decode hands the model JPEG bytes and decodes them as one batch in `model_kwargs`; here on the
+    CPU device (the nvJPEG kernel itself needs a GPU: untested on this machine)."""
+    shards = ShardSet.open(resized_shards, "synthetic")
+    plain = load_config("tiny", ["data.workers=0"])
+    on_device = load_config("tiny", ["data.workers=0", "data.gpu_decode=true"])
+    plan = LoaderPlan.make(plain, shards.split("train")["samples"], 1)
+    first = next(iter(train_loader(plain, shards, plan, epoch=0)))
+    encoded = next(iter(train_loader(on_device, shards, plan, epoch=0)))
+    assert "image" not in encoded and len(encoded["jpeg"]) == plan.micro_batch
+    assert torch.equal(model_kwargs(encoded, "cpu")["image"], first["image"])
+
+
+def test_gpu_decode_needs_images_stored_at_the_models_size(synthetic_shards):
+    with pytest.raises(DataError, match="data.gpu_decode needs the train images stored at model.image_size=32"):
+        ShardSet.open(synthetic_shards, "synthetic").check_gpu_decode(load_config("tiny", ["data.gpu_decode=true"]))
