@@ -161,8 +161,8 @@ def coco_like_polygon(width: int, height: int, seed: int, vertices: int = 40) ->
 
 
 def mask_png(mask: np.ndarray) -> bytes:
-    """The shard's mask encoding (8-bit 0/255 PNG, level 6), as pipeline/shard.py writes it."""
-    from jrnet.prep.shard import png_mask
+    """The shard's mask encoding (1-bit PNG, level 6), as pipeline/shard.py writes it."""
+    from jrnet.prep.write import png_mask
 
     return png_mask(mask)
 

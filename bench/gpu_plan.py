@@ -17,8 +17,9 @@ counter; given analytically), normalisation, activations, interpolation (a few %
 Throughput per GPU: samples/s = MFU x peak / training FLOPs per sample, for H100 SXM bf16 dense peak 989.4 TFLOP/s
 (NVIDIA's datasheet; 1979 is the 2:4-sparse figure) and MFU 30 % and 45 %, MFU counted on the executed FLOPs
 (trunk forward + head forward + head backward).
-Loader: the CPU seconds per sample of `jrnet.samples.train_sample` (JPEG decode + resize + normalise, mask PNG decode
-+ resize, tokens) on a COCO-sized sample (640 x 480, ~160 KB JPEG; its full-resolution mask PNG), to 448 and 576
+Loader: the CPU seconds per sample of `jrnet.samples.train_sample` (JPEG decode to uint8, mask PNG decode, tokens;
+normalisation runs on the GPU) on a COCO-sized sample stored as `pipeline/shard.py --train-size S` stores it
+(JPEG and mask at S x S), beside the same sample at its original 640 x 480 (decode + resize at load), at 448 and 576
 px, 1 torch thread, measured as thread CPU time (time.thread_time: not inflated by other jobs on this machine)
 with wall time alongside, interleaved rounds; cores per GPU = samples/s per GPU x CPU seconds per sample.
 """
@@ -131,21 +132,13 @@ def coco_sample() -> dict:
     }
 
 
-def uint8_sample(sample: dict, size: int, max_words: int) -> dict:
-    """train_sample's work minus the float conversion: decode + resize, image kept uint8 HWC (normalise on GPU)."""
-    import io
+def stored_at(sample: dict, size: int) -> dict:
+    """The same sample as `pipeline/shard.py --train-size size` stores it: image and mask already at size x size."""
+    from jrnet.prep.write import png_mask, resized_jpeg, resized_mask
+    from jrnet.samples import decode_mask
 
-    from PIL import Image
-
-    from jrnet.samples import decode_mask, encode_tokens
-
-    meta = json.loads(sample["json"])
-    image = Image.open(io.BytesIO(sample["jpg"])).convert("RGB").resize((size, size), Image.BILINEAR)
-    return {
-        "image": torch.from_numpy(np.asarray(image).copy()),
-        "mask": decode_mask(sample["mask.png"], size),
-        "tokens": encode_tokens(meta["sentences"][0]["tokens"], max_words),
-    }
+    mask = decode_mask(sample["mask.png"]).numpy()
+    return {**sample, "jpg": resized_jpeg(sample["jpg"], size), "mask.png": png_mask(resized_mask(mask, size))}
 
 
 def main() -> int:
@@ -230,9 +223,10 @@ def main() -> int:
     )
     cfgs = {s: load_config(f"paper_{s}") for s in (448, 576)}
     reps = 10 if args.quick else 20
+    stored = {s: stored_at(sample, s) for s in (448, 576)}
     variants = {
-        "train_sample": lambda size: train_sample(sample, cfgs[size], 0),
-        "uint8 variant": lambda size: uint8_sample(sample, size, cfgs[size].data.max_words),
+        "train_sample, original 640x480": lambda size: train_sample(sample, cfgs[size], 0),
+        "train_sample, stored at S": lambda size: train_sample(stored[size], cfgs[size], 0),
     }
     cases = {(v, s): (lambda v=v, s=s: variants[v](s)) for s in (448, 576) for v in variants}
     cpu_times: dict[tuple, list[float]] = {k: [] for k in cases}
@@ -256,13 +250,12 @@ def main() -> int:
         ms = [x * 1e3 for x in c]
         rows.append([key[1], key[0], f"{median(c) * 1e3:.2f}", spread(ms), f"{median(wall[key]) * 1e3:.2f}"])
     print(table(rows, ["S", "per-sample work", "CPU ms/sample (median)", "range", "wall ms/sample"]))
-    cpu = {s: median(cpu_times["train_sample", s]) for s in (448, 576)}
-    cpu_u8 = {s: median(cpu_times["uint8 variant", s]) for s in (448, 576)}
-    print(f"ratio 576 / 448 CPU cost (train_sample): {cpu[576] / cpu[448]:.2f} (pixels: {576**2 / 448**2:.2f})")
+    resized = {s: median(cpu_times["train_sample, original 640x480", s]) for s in (448, 576)}
+    cpu = {s: median(cpu_times["train_sample, stored at S", s]) for s in (448, 576)}
     print(
-        "ratio train_sample / uint8 variant: "
-        + ", ".join(f"{s}: {cpu[s] / cpu_u8[s]:.2f}" for s in (448, 576))
-        + " (the uint8 variant skips the float32 conversion, normalisation and CHW copy, to be done on the GPU)"
+        "ratio original / stored at S: "
+        + ", ".join(f"{s}: {resized[s] / cpu[s]:.2f}" for s in (448, 576))
+        + " (stored at S: the shards' --train-size copy, decoded without a resize)"
     )
 
     # ---------------------------------------------------------------- the plan
@@ -281,7 +274,7 @@ def main() -> int:
                     f"{mfu:.0%}",
                     f"{mfu:.2f} x {H100_BF16_DENSE / 1e12:.1f}e12 / {train / 1e9:.1f}e9 = {rate:.0f}",
                     f"{rate:.0f} x {cpu[size] * 1e3:.2f} ms = {rate * cpu[size]:.1f}",
-                    f"{rate * cpu_u8[size]:.1f}",
+                    f"{rate * resized[size]:.1f}",
                     f"{mfu * H100_BF16_DENSE / head_only:.0f}",
                 ]
             )
@@ -293,8 +286,8 @@ def main() -> int:
                 "train GFLOPs/sample",
                 "MFU",
                 "samples/s per GPU",
-                "loader cores per GPU (train_sample)",
-                "cores, uint8 variant",
+                "loader cores per GPU (stored at S)",
+                "cores, resizing at load",
                 "samples/s if trunk features cached",
             ],
         )

@@ -81,15 +81,16 @@ def per_ref_costs(data_root: Path, count: int, scratch: Path) -> dict:
 
     from PIL import Image
 
+    from jrnet.prep.plan import plan_shards, train_vocab
     from jrnet.prep.refer import Refer, dataset_spec, ref_mask
-    from jrnet.prep.shard import plan_shards, png_mask, rgb_jpeg, train_vocab, write_shard
+    from jrnet.prep.write import png_mask, rgb_jpeg, write_shard
 
     refer = Refer.load(data_root, dataset_spec("synthetic"))
     refs = refer.split_refs("train")[:count]
     items = [(refer.image_path(refer.image_of(r)), refer.ann_of(r), refer.image_of(r)) for r in refs]
     masks = [ref_mask(ann, im["height"], im["width"]) for _, ann, im in items]
     blobs = [path.read_bytes() for path, _, _ in items]
-    options = ap.Namespace(max_words=25, samples_per_shard=SAMPLES_PER_SHARD, skip_missing=False)
+    options = ap.Namespace(max_words=25, samples_per_shard=SAMPLES_PER_SHARD, skip_missing=False, train_size=None)
     out = Path(tempfile.mkdtemp(prefix="one-shard-", dir=scratch))
     task = plan_shards(refer, train_vocab(refer), options, out)[0].tasks[0]  # the first train shard
     cpu: dict[str, list[float]] = {}

@@ -3,7 +3,7 @@
 Under `<shards>/<dataset>/` (dataset = unc, unc+, gref, gref_google, referit, synthetic):
     <split>-<6 digits>.tar  one sample per ref, keyed f"{ref_id:09d}", members:
         jpg         the image file's bytes when it is an RGB JPEG, else the image re-encoded as RGB JPEG
-        mask.png    8-bit single-channel mask (0/255) at the image's resolution, refer API semantics
+        mask.png    1-bit mask at the image's resolution (S x S for a --train-size train split), refer API semantics
         json        ref_id, ann_id, image_id, category_id, split, file_name, height, width,
                     sentences: [{sent_id, raw, tokens (vocabulary ids), truncated, kind (generated set only:
                     attribute | spatial | ordinal | comparative)}]
@@ -25,7 +25,7 @@ import webdataset as wds
 
 from jrnet.fileio import atomic_file, file_sha256, write_atomic_text
 
-FORMAT_VERSION = 1  # part of every shard's input digest: bump when the sample encoding changes
+FORMAT_VERSION = 2  # part of every shard's input digest: bump when the sample encoding changes (2: 1-bit masks)
 IMAGE, MASK, META, LEVELS = "jpg", "mask.png", "json", "levels.npy"  # tar member suffixes of a sample
 MANIFEST, VOCAB, GLOVE = "manifest.json", "vocab.json", "glove.npy"
 TAR_MTIME = 946684800  # 2000-01-01: a fixed, plausible timestamp for every tar member

@@ -114,8 +114,8 @@ def test_masks_equal_refer_api_masks_pixel_for_pixel(synthetic_root, synthetic_s
         meta = json.loads(sample["json"])
         assert set(meta) == JSON_FIELDS and key == f"{meta['ref_id']:09d}"
         with Image.open(io.BytesIO(sample["mask.png"])) as png:
-            assert png.format == "PNG" and png.mode == "L"
-            mask = np.asarray(png)
+            assert png.format == "PNG" and png.mode == "1"
+            mask = np.asarray(png.convert("L"))
         assert mask.shape == (meta["height"], meta["width"])
         assert set(np.unique(mask)) <= {0, 255}
         ann = anns[meta["ann_id"]]
