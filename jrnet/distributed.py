@@ -122,6 +122,22 @@ def max_over_ranks(*values: int) -> list[int]:
     return t.tolist()
 
 
+def average_buffers(module: torch.nn.Module) -> None:
+    """Make every rank's floating-point buffers (BatchNorm running statistics) their mean over the ranks.
+
+    Data parallelism keeps weights equal but not buffers: each rank's BatchNorm tracks its own batches, so without
+    this the ranks would evaluate with different statistics, and a checkpoint (rank 0's buffers) would not
+    reproduce the evaluation it was saved with. (DDP broadcasts rank 0's buffers at every forward; DeepSpeed does
+    not.)"""
+    if not torch.distributed.is_initialized() or torch.distributed.get_world_size() == 1:
+        return
+    for buffer in module.buffers():
+        if buffer.is_floating_point():
+            reduced = buffer.detach().to(comm_device(), torch.float64)
+            torch.distributed.all_reduce(reduced)
+            buffer.copy_(reduced / torch.distributed.get_world_size())
+
+
 def mean_over_ranks(value: float) -> float:
     if not torch.distributed.is_initialized():
         return value

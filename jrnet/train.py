@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from jrnet import checkpoint
 from jrnet.config import Config
-from jrnet.distributed import DistEnv, init_distributed, max_over_ranks, mean_over_ranks
+from jrnet.distributed import DistEnv, average_buffers, init_distributed, max_over_ranks, mean_over_ranks
 from jrnet.engine import build_engine, resolve_precision, zero_stage
 from jrnet.evaluate import evaluate_split
 from jrnet.feature_cache import open_cache
@@ -254,6 +254,7 @@ class Trainer:
     def evaluate(self, final: bool = False) -> tuple[dict | None, int]:
         """(results, 0), or (None, signal) when a stop signal ended the evaluation early on every rank."""
         cfg, step = self.cfg, self.step
+        average_buffers(self.engine.module)  # every rank evaluates, and saves, the same BatchNorm statistics
         self.engine.eval()
         results, images = {}, {}
         for split in cfg.data.eval_splits:
@@ -289,6 +290,7 @@ class Trainer:
         return results, 0
 
     def save(self) -> None:
+        average_buffers(self.engine.module)
         ckdir = self.out / "checkpoints"
         path = checkpoint.save(
             self.engine, ckdir, self.step, self.state_dict(), self.env, self.cfg.train.keep_checkpoints

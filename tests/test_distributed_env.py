@@ -89,3 +89,31 @@ def test_local_world_size_is_read_at_this_node_of_slurms_list(spec, node, tasks)
     environ |= {"MASTER_ADDR": "h0", "SLURM_JOB_ID": "1"}
     slurm_to_torch_env(environ)
     assert environ["LOCAL_WORLD_SIZE"] == str(tasks)
+
+
+def _average_on_rank(rank: int, port: int, results) -> None:
+    import torch
+
+    from jrnet.distributed import average_buffers
+
+    torch.distributed.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    bn = torch.nn.BatchNorm1d(3)
+    bn.running_mean.fill_(float(rank))  # as if each rank had tracked its own batches
+    bn.running_var.fill_(1.0 + 2 * rank)
+    bn.num_batches_tracked.fill_(7)
+    average_buffers(bn)
+    results[rank] = (bn.running_mean.tolist(), bn.running_var.tolist(), int(bn.num_batches_tracked))
+    torch.distributed.destroy_process_group()
+
+
+def test_batchnorm_statistics_are_averaged_over_the_ranks():
+    """Before every evaluation and save: each rank's BatchNorm statistics become their mean over the ranks, so all
+    ranks evaluate, and the checkpoint (rank 0's buffers) holds, the same statistics."""
+    import multiprocessing
+
+    import torch.multiprocessing as mp
+    from distributed_run import free_port
+
+    results = multiprocessing.Manager().dict()
+    mp.spawn(_average_on_rank, args=(free_port(), results), nprocs=2, join=True)
+    assert results[0] == results[1] == ([0.5] * 3, [2.0] * 3, 7)
