@@ -218,7 +218,7 @@ def make_coco_like(root: Path, images: int, bases: int = 16) -> int:
             anns[-1] |= {"iscrowd": 0, "area": 0, "bbox": [0, 0, 1, 1]}
             sentences = []
             for _ in range(int(rng.integers(1, 4))):
-                tokens = list(rng.choice(WORDS, size=int(rng.integers(2, 9))))
+                tokens = [str(word) for word in rng.choice(WORDS, size=int(rng.integers(2, 9)))]
                 sentences.append({"tokens": tokens, "raw": " ".join(tokens), "sent": " ".join(tokens)})
                 sentences[-1]["sent_id"] = sent_id
                 sent_id += 1
