@@ -77,10 +77,13 @@ def model_input(sample: dict, size: int) -> dict:
 
 
 def decode_mask(data: bytes, size: int | None = None) -> torch.Tensor:
-    mask = Image.open(io.BytesIO(data)).convert("L")
+    """bool (H, W), or (size, size) by nearest neighbour. A 1-bit PNG (shard format 2) is read as it is stored;
+    an 8-bit 0/255 one (format 1) is thresholded."""
+    mask = Image.open(io.BytesIO(data))
     if size is not None and mask.size != (size, size):
         mask = mask.resize((size, size), Image.NEAREST)
-    return torch.from_numpy(np.asarray(mask) > 127)
+    array = np.array(mask)
+    return torch.from_numpy(array if array.dtype == bool else array > 127)
 
 
 def encode_tokens(tokens: list[int], max_words: int) -> torch.Tensor:

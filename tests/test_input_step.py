@@ -51,3 +51,18 @@ def test_an_image_stored_at_the_models_size_is_decoded_to_the_same_pixels_as_pil
     fast = decode_image(data, 32)  # torchvision's decoder: nothing to resize
     pil = torch.from_numpy(np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))).permute(2, 0, 1)
     assert fast.dtype == torch.uint8 and torch.equal(fast, pil)
+
+
+def test_masks_of_both_shard_formats_decode_alike():
+    """Format 2 stores 1-bit masks; shards of format 1 (8-bit 0/255) still read the same."""
+    from jrnet.samples import decode_mask
+
+    mask = np.zeros((30, 40), bool)
+    mask[5:20, 10:35] = True
+    one_bit, eight_bit = io.BytesIO(), io.BytesIO()
+    Image.fromarray(mask).save(one_bit, "PNG")
+    Image.fromarray(mask.astype(np.uint8) * 255).save(eight_bit, "PNG")
+    for size in (None, 16):
+        a, b = decode_mask(one_bit.getvalue(), size), decode_mask(eight_bit.getvalue(), size)
+        assert a.dtype == torch.bool and torch.equal(a, b)
+    assert torch.equal(decode_mask(one_bit.getvalue()), torch.from_numpy(mask))
