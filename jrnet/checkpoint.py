@@ -10,6 +10,7 @@ ones aside (`rolled_back_<time>/`) instead of overwriting them later.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -83,7 +84,7 @@ def save(engine, folder: Path, step: int, client_state: dict, env: DistEnv, keep
         torch.save(rng_state(), folder / tag / f"rng_rank{env.rank:05d}.pt")
         # Every rank flushes what it wrote (on a shared file system its dirty pages live on its own node).
         for file in (folder / tag).rglob("*"):
-            if file.is_file():
+            with contextlib.suppress(FileNotFoundError, IsADirectoryError):  # another rank's file, renamed meanwhile
                 fsync_path(file)
         fsync_path(folder / tag)
     except (OSError, RuntimeError) as e:  # disk full (torch reports it as a RuntimeError), quota, permissions
