@@ -14,11 +14,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
 from statistics import mean
+
+from common import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 COLUMNS = ("prec@0.5", "prec@0.6", "prec@0.7", "prec@0.8", "prec@0.9", "overall_iou")
@@ -31,12 +32,6 @@ ROWS = {
     "jrm1": ("Table 3 (1 layer)", ["model.variant=jrnet", "model.jrm_layers=1"]),
     "jrm3": ("Table 3 (3 layers)", ["model.variant=jrnet", "model.jrm_layers=3"]),
 }
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def train(args: argparse.Namespace, row: str, seed: int) -> tuple[Path, bool]:

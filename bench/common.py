@@ -40,6 +40,13 @@ def cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
+def free_port() -> int:
+    """A free TCP port on loopback, for a run's rendezvous."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def header(title: str, measures: str) -> None:
     """Exact command, date, machine and what is measured: printed first by every benchmark."""
     import torch

@@ -22,22 +22,15 @@ import argparse
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from common import BIN, ROOT, header, median, spread, synthetic_dataset, table
+from common import BIN, ROOT, free_port, header, median, spread, synthetic_dataset, table
 
 from jrnet.config import load_config
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def train_env() -> dict:
