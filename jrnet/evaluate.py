@@ -68,8 +68,8 @@ def evaluate_split(
         if batch is None:
             forward(**(dummy or blank_inputs(cfg, shards, device)))
             continue
-        dummy = model_kwargs(batch, device)
-        logits = forward(**model_kwargs(batch, device))
+        dummy = model_kwargs(batch, device)  # also what a rank out of data repeats
+        logits = forward(**dummy)
         preds = predict_masks(logits, [tuple(m.shape) for m in batch["masks"]])
         items = zip(preds, batch["masks"], batch["raw"], batch["jpg"], batch["words"], batch["kind"], strict=True)
         for pred, mask, raw, jpg, words, kind in items:
