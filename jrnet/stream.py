@@ -24,6 +24,7 @@ from itertools import chain, count, islice
 
 import torch
 import webdataset as wds
+from torch.utils.data import default_collate
 
 from jrnet.config import Config
 from jrnet.preemption import kill_workers_at_exit, worker_ignores_stop_signals
@@ -175,7 +176,8 @@ def _count_for_worker(batches: int, worker: int, workers: int) -> int:
 
 def collate_train(samples: list[dict], policy: ErrorPolicy, skip: int) -> dict:
     keys = [k for k in ("image", "levels", "mask", "tokens", "ref_id") if k in samples[0]]
-    batch = {k: torch.stack([s[k] for s in samples]) for k in keys}
+    # default_collate stacks straight into shared memory inside a worker: one copy fewer on the way to the rank
+    batch = {k: default_collate([s[k] for s in samples]) for k in keys}
     if "jpeg" in samples[0]:
         batch["jpeg"] = [s["jpeg"] for s in samples]  # encoded, of different lengths
     batch["skipped"] = torch.tensor(policy.skipped)  # cumulative in this worker
