@@ -37,6 +37,21 @@ GAP = 3.0  # px between objects' bounding circles
 
 
 @dataclass(frozen=True)
+class SceneStyle:
+    """How scenes look: the demo's, or another held-out set's (other colours, sizes, crowding, background)."""
+
+    colours: Mapping[str, tuple[int, int, int]]  # colour word -> RGB
+    radii: Mapping[str, tuple[float, float]]  # size word -> half-extent range in px
+    objects: tuple[int, int]  # fewest and most shapes in a scene
+    twin_share: float  # share of scenes whose first two shapes look alike (same colour and shape)
+    background: tuple[float, float]  # range of the background's grey level
+    tint: tuple[float, float, float]  # added to the background's RGB
+
+
+DEMO_SCENES = SceneStyle(COLOURS, RADII, objects=(2, 5), twin_share=0.0, background=(150, 215), tint=(0, 0, 0))
+
+
+@dataclass(frozen=True)
 class Thing:
     """One shape in a scene."""
 
@@ -124,16 +139,22 @@ def rle_segmentation(thing: Thing, height: int, width: int, compressed: bool) ->
 # ---------------------------------------------------------------- scenes
 
 
-def sample_scene(rng: np.random.Generator, width: int, height: int, palette: Sequence[str]) -> list[Thing]:
-    """2-5 non-overlapping shapes from a small per-scene palette, so look-alikes are common."""
+def sample_scene(
+    rng: np.random.Generator, width: int, height: int, palette: Sequence[str], style: SceneStyle = DEMO_SCENES
+) -> list[Thing]:
+    """Non-overlapping shapes (2-5 in the demo) from a small per-scene palette, so look-alikes are common."""
     shapes = rng.choice(SHAPES, size=int(rng.integers(1, 4)), replace=False)
     colours = rng.choice(palette, size=int(rng.integers(1, 4)), replace=False)
+    # Drawn only when the style asks for twins, so the demo's random stream (and its bytes) stay as they were.
+    twin = style.twin_share > 0 and rng.random() < style.twin_share
     things: list[Thing] = []
-    wanted = int(rng.integers(2, 6))
+    wanted = int(rng.integers(style.objects[0], style.objects[1] + 1))
     for _ in range(20):  # a shape that finds no room is replaced by a new draw (a smaller one fits)
         shape, colour = str(rng.choice(shapes)), str(rng.choice(colours))
+        if twin and len(things) == 1:
+            shape, colour = things[0].shape, things[0].colour
         size = "big" if rng.random() < 0.5 else "small"
-        radius = float(rng.uniform(*RADII[size]))
+        radius = float(rng.uniform(*style.radii[size]))
         placed = place(rng, things, shape, radius, width, height)
         if placed is not None:
             things.append(Thing(shape, colour, size, placed[0], placed[1], radius))
@@ -155,13 +176,18 @@ def place(
 
 
 def render(
-    rng: np.random.Generator, masks: Sequence[np.ndarray], things: Sequence[Thing], width: int, height: int
+    rng: np.random.Generator,
+    masks: Sequence[np.ndarray],
+    things: Sequence[Thing],
+    width: int,
+    height: int,
+    style: SceneStyle = DEMO_SCENES,
 ) -> np.ndarray:
     """uint8 [h, w, 3]: tinted grey background with a soft gradient; shapes painted exactly on their masks."""
-    base = rng.uniform(150, 215) + rng.uniform(-12, 12, size=3)
+    base = rng.uniform(*style.background) + rng.uniform(-12, 12, size=3) + np.asarray(style.tint, dtype=float)
     ramp = np.linspace(-1, 1, width)[None, :, None] * rng.uniform(-10, 10)
     pixels = np.broadcast_to(base + ramp, (height, width, 3)).copy()
     for mask, thing in zip(masks, things, strict=True):
-        pixels[mask] = COLOURS[thing.colour]
+        pixels[mask] = style.colours[thing.colour]
     pixels += rng.normal(0, 5, size=pixels.shape)
     return np.clip(pixels, 0, 255).astype(np.uint8)

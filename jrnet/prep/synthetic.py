@@ -12,6 +12,8 @@ Layout written (as the refer API expects):
 
 A few annotations are stored as two overlapping polygons, as compressed RLE or as uncompressed (iscrowd)
 RLE, and a few images are grayscale or CMYK JPEGs, so every decoding path of a real dataset is exercised.
+The same generator with another `Recipe` writes held-out sets (bench/relational_set.py: other sizes, colours
+and sentences, in the refcoco layout); the defaults are the demo's, byte for byte.
 Usage: python -m jrnet.prep.synthetic [--data-root data/] [--num-images 2000] [--seed 0]
 """
 
@@ -30,13 +32,14 @@ import numpy as np
 from PIL import Image
 
 from jrnet.fileio import write_atomic
-from jrnet.prep.expressions import Expression, refer_sentence, referring_sentences
+from jrnet.prep.expressions import DEMO_PHRASING, Expression, Phrasing, refer_sentence, referring_sentences
 from jrnet.prep.refer import dataset_spec, load_refs, ref_mask
 from jrnet.prep.scenes import (
     ATTRIBUTES,
-    COLOURS,
+    DEMO_SCENES,
     GRAY_SAFE_COLOURS,
     SHAPES,
+    SceneStyle,
     Thing,
     overlapping_parts_segmentation,
     polygon_segmentation,
@@ -55,6 +58,31 @@ JPEG_QUALITY = 90
 class SyntheticOptions:
     num_images: int = 2000
     seed: int = 0
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """What a generated set looks like and where it is written. DEMO is the CPU demo's set; bench/relational_set.py
+    makes a held-out one with other image sizes, colours, object sizes and sentences."""
+
+    name: str
+    dataset: str  # the layout written: dataset_spec(dataset)'s refs, instances and image folder
+    file_name: str  # image file name, formatted with the image id
+    image_sizes: tuple[int, int]  # smallest and largest width and height, in px
+    scenes: SceneStyle
+    gray_safe: tuple[str, ...]  # colours a grayscale image may hold (they stay apart from its background)
+    phrasing: Phrasing
+
+
+DEMO = Recipe(
+    name="demo",
+    dataset="synthetic",
+    file_name="synthetic_{:06d}.jpg",
+    image_sizes=(96, 160),
+    scenes=DEMO_SCENES,
+    gray_safe=GRAY_SAFE_COLOURS,
+    phrasing=DEMO_PHRASING,
+)
 
 
 @dataclass
@@ -93,20 +121,22 @@ def annotation_segmentation(thing: Thing, ref_number: int | None, height: int, w
 
 
 def make_image(
-    rng: np.random.Generator, image_id: int, split: str, counters: Counters
+    rng: np.random.Generator, image_id: int, split: str, counters: Counters, recipe: Recipe = DEMO
 ) -> tuple[dict, list[dict], list[dict], np.ndarray]:
     """One image: (COCO image record, annotations, refs, pixels)."""
-    width, height = int(rng.integers(96, 161)), int(rng.integers(96, 161))
-    file_name = f"synthetic_{image_id:06d}.jpg"
+    low, high = recipe.image_sizes
+    width, height = int(rng.integers(low, high + 1)), int(rng.integers(low, high + 1))
+    file_name = recipe.file_name.format(image_id)
     image = {"id": image_id, "file_name": file_name, "height": height, "width": width}
     gray = colour_mode(image_id) == "L"
-    things = sample_scene(rng, width, height, GRAY_SAFE_COLOURS if gray else list(COLOURS))
+    palette = recipe.gray_safe if gray else list(recipe.scenes.colours)
+    things = sample_scene(rng, width, height, palette, recipe.scenes)
     visible = ("size", "shape") if gray else ATTRIBUTES  # no colour words about a grayscale image
     targets: dict[int, Expression] = {}
     for index in rng.permutation(len(things)):
         if len(targets) == REFS_PER_IMAGE:
             break
-        expression = referring_sentences(rng, things, things[index], visible)
+        expression = referring_sentences(rng, things, things[index], visible, recipe.phrasing)
         if expression is not None:
             targets[int(index)] = expression
     anns, refs, masks = [], [], []
@@ -124,7 +154,7 @@ def make_image(
         if index in targets:
             refs.append(make_ref(rng, ann, split, file_name, targets[index], counters))
         counters.ann_id += 1
-    return image, anns, refs, render(rng, masks, things, width, height)
+    return image, anns, refs, render(rng, masks, things, width, height, recipe.scenes)
 
 
 def make_ref(
@@ -153,28 +183,30 @@ def save_jpeg(pixels: np.ndarray, path: Path, mode: str) -> None:
     Image.fromarray(pixels, "RGB").convert(mode).save(path, "JPEG", quality=JPEG_QUALITY, subsampling=0)
 
 
-def generate_images(options: SyntheticOptions, image_dir: Path) -> Iterator[tuple[dict, list[dict], list[dict]]]:
+def generate_images(
+    options: SyntheticOptions, image_dir: Path, recipe: Recipe = DEMO
+) -> Iterator[tuple[dict, list[dict], list[dict]]]:
     rng = np.random.default_rng(options.seed)
     splits = split_of_images(rng, options.num_images)
     counters = Counters()
     for image_id, split in enumerate(splits, start=1):
-        image, anns, refs, pixels = make_image(rng, image_id, split, counters)
+        image, anns, refs, pixels = make_image(rng, image_id, split, counters, recipe)
         save_jpeg(pixels, image_dir / image["file_name"], colour_mode(image_id))
         yield image, anns, refs
 
 
-def generate(data_root: str | Path, options: SyntheticOptions | None = None) -> Path:
+def generate(data_root: str | Path, options: SyntheticOptions | None = None, recipe: Recipe = DEMO) -> Path:
     """Write the dataset under `data_root`; the refs file is written last, so its presence means complete."""
     options = options or SyntheticOptions()
     if options.num_images < 4:
         raise ValueError(f"--num-images must be at least 4 (one image per split), got {options.num_images}")
-    spec = dataset_spec("synthetic")
+    spec = dataset_spec(recipe.dataset)
     data_root = Path(data_root)
     image_dir = spec.image_root(data_root)
     image_dir.mkdir(parents=True, exist_ok=True)
     spec.refs_path(data_root).parent.mkdir(parents=True, exist_ok=True)
     images, anns, refs = [], [], []
-    for image, image_anns, image_refs in generate_images(options, image_dir):
+    for image, image_anns, image_refs in generate_images(options, image_dir, recipe):
         images.append(image)
         anns += image_anns
         refs += image_refs
@@ -182,7 +214,9 @@ def generate(data_root: str | Path, options: SyntheticOptions | None = None) -> 
     instances = {"images": images, "annotations": anns, "categories": categories}
     write_atomic(spec.instances_path(data_root), json.dumps(instances, separators=(",", ":")).encode())
     generator = {"generator_version": GENERATOR_VERSION, **asdict(options)}
-    write_atomic(generator_path(data_root), json.dumps(generator, indent=2).encode())
+    if recipe is not DEMO:  # the demo's record keeps its original keys (existing_options reads it)
+        generator["recipe"] = recipe.name
+    write_atomic(spec.refs_path(data_root).parent / "generator.json", json.dumps(generator, indent=2).encode())
     write_atomic(spec.refs_path(data_root), pickle.dumps(refs, protocol=4))
     return spec.refs_path(data_root).parent
 
