@@ -88,6 +88,9 @@ class TrainConfig:
     poly_power: float = 0.5
     warmup_steps: int = 0
     grad_clip: float = 1.0
+    # The trunk's LR relative to `lr` (DETR's lr_backbone). A trunk trained from scratch at the full LR forgets
+    # colour before the sentence can use it (BENCHMARKS.md, demo recipe).
+    trunk_lr_scale: float = 1.0
     precision: str = "auto"  # auto (bf16 on GPUs with it, fp32 on CPU) | fp32 | bf16 | fp16
     zero_stage: int | None = None  # None: the DeepSpeed JSON's stage, else 1
     deepspeed_config: str | None = None  # a DeepSpeed JSON for tunables; batch keys must agree with the above
@@ -131,6 +134,10 @@ class Config:
             raise ConfigError(f"model.channels={m.channels} is not divisible by model.jrm_heads={m.jrm_heads}")
         if not 0 < m.mask_prior < 1:
             raise ConfigError(f"model.mask_prior={m.mask_prior} must be in (0, 1)")
+        if not 0 <= t.trunk_lr_scale <= 1:
+            raise ConfigError(
+                f"train.trunk_lr_scale={t.trunk_lr_scale} must be in [0, 1] (freeze it: model.freeze_backbone)"
+            )
         if not 1 <= m.jrm_layers <= 12:
             raise ConfigError(f"model.jrm_layers={m.jrm_layers} must be in 1..12")
         for key in (

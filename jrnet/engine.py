@@ -100,14 +100,22 @@ def _adamw(cfg: Config) -> dict:
     return {"lr": t.lr, "betas": list(t.betas), "weight_decay": t.weight_decay}
 
 
-def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+def param_groups(model: nn.Module, weight_decay: float, lr: float, trunk_lr_scale: float = 1.0) -> list[dict]:
     """Weight decay on every trainable weight with more than one dimension (convolutions, linears, the LSTM, a
-    trained word embedding), none on norms and biases."""
-    decay, no_decay = [], []
-    for name, p in model.named_parameters():
-        if p.requires_grad:
-            (no_decay if p.ndim <= 1 or name.endswith(".bias") else decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    trained word embedding), none on norms and biases; the trunk's groups at `lr * trunk_lr_scale` (as DETR's
+    lr_backbone). Empty groups are left out."""
+    groups = []
+    for trunk in (False, True):
+        decay, no_decay = [], []
+        for name, p in model.named_parameters():
+            if p.requires_grad and name.startswith("backbone.trunk.") == trunk:
+                (no_decay if p.ndim <= 1 or name.endswith(".bias") else decay).append(p)
+        group_lr = lr * trunk_lr_scale if trunk else lr
+        groups += [
+            {"params": decay, "weight_decay": weight_decay, "lr": group_lr},
+            {"params": no_decay, "weight_decay": 0.0, "lr": group_lr},
+        ]
+    return [group for group in groups if group["params"]]
 
 
 def poly_lr_factor(step: int, total: int, power: float, warmup: int) -> float:
@@ -123,7 +131,7 @@ def build_engine(cfg: Config, model: nn.Module, world_size: int, micro_batch: in
 
     t = cfg.train
     ds_config = deepspeed_config(cfg, world_size, micro_batch, load_universal)
-    groups = param_groups(model, t.weight_decay)
+    groups = param_groups(model, t.weight_decay, t.lr, t.trunk_lr_scale)
     optimizer = None
     if "optimizer" not in ds_config:
         # CPU: torch's AdamW (DeepSpeed's CPU Adam would compile an op at first use).

@@ -10,8 +10,9 @@ import pytest
 import torch
 from torch import nn
 
-from jrnet.config import Config, ConfigError
+from jrnet.config import Config, ConfigError, load_config
 from jrnet.engine import deepspeed_config, param_groups, poly_lr_factor
+from jrnet.model import JRNet
 
 
 @pytest.mark.parametrize(
@@ -55,8 +56,9 @@ class Toy(nn.Module):
 
 def test_param_groups_decay_only_trainable_multi_dim_weights():
     model = Toy()
-    decay, no_decay = param_groups(model, weight_decay=5e-4)
+    decay, no_decay = param_groups(model, weight_decay=5e-4, lr=1e-3)
     assert decay["weight_decay"] == 5e-4 and no_decay["weight_decay"] == 0.0
+    assert decay["lr"] == no_decay["lr"] == 1e-3
     names = {id(p): n for n, p in model.named_parameters()}
     assert sorted(names[id(p)] for p in decay["params"]) == ["conv.weight", "fc.weight"]
     assert sorted(names[id(p)] for p in no_decay["params"]) == [
@@ -69,6 +71,17 @@ def test_param_groups_decay_only_trainable_multi_dim_weights():
         "scale",
     ]
     assert len(decay["params"]) + len(no_decay["params"]) == 9  # each trainable parameter exactly once
+
+
+def test_trunk_parameters_train_at_the_scaled_lr_and_everything_else_at_train_lr():
+    cfg = load_config("demo", ["train.trunk_lr_scale=0.1"])
+    model = JRNet(cfg.model, vocab_size=20)
+    groups = param_groups(model, cfg.train.weight_decay, lr=2e-3, trunk_lr_scale=cfg.train.trunk_lr_scale)
+    lr_of = {id(p): g["lr"] for g in groups for p in g["params"]}
+    for name, p in model.named_parameters():
+        expected = 2e-4 if name.startswith("backbone.trunk.") else 2e-3
+        assert lr_of[id(p)] == pytest.approx(expected), name
+    assert len(lr_of) == sum(1 for p in model.parameters() if p.requires_grad)
 
 
 def ds_json(tmp_path, content: dict):
