@@ -25,7 +25,7 @@ from jrnet.config import Config, ConfigError
 from jrnet.fileio import file_sha256, write_atomic_text
 from jrnet.samples import decode_image
 from jrnet.shard_format import IMAGE, LEVELS, MANIFEST, read_manifest, shard_checksums, write_manifest, write_tar
-from jrnet.shards import DataError, ShardSet
+from jrnet.shards import DataError, ShardSet, read_manifest_at
 
 PREPROCESS = "rgb-resize-bilinear-square-imagenet-normalize"  # jrnet.samples.decode_image
 
@@ -59,12 +59,16 @@ def fingerprint_id(fp: dict) -> str:
     return hashlib.sha256(json.dumps(fp, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def cache_root(dataset_root: Path, fp: dict) -> Path:
+def cache_root(dataset_root, fp: dict):
+    """`<dataset>/features/<id>`: a Path, or a Location when the shards are remote."""
     return dataset_root / "features" / fingerprint_id(fp)
 
 
-def explain_mismatch(dataset_root: Path, fp: dict) -> str:
-    """Why no cache fits: which fields differ from each cache that exists."""
+def explain_mismatch(dataset_root: Path | None, fp: dict) -> str:
+    """Why no cache fits: which fields differ from each cache that exists (local shards only: a URL cannot be
+    listed)."""
+    if dataset_root is None:
+        return "the shards are remote, so the caches there cannot be listed"
     found = []
     for manifest in sorted((dataset_root / "features").glob("*/manifest.json")):
         other = json.loads(manifest.read_text()).get("features", {})
@@ -77,19 +81,22 @@ def open_cache(images: ShardSet, cfg: Config) -> ShardSet:
     """The feature cache made for this run's trunk, weights and resolution, refused when missing or stale."""
     fp = fingerprint(cfg)
     root = cache_root(images.root, fp)
-    remake = f"python pipeline/shard.py {images.manifest['dataset']} --out {images.root.parent} --features CONFIG"
-    if not (root / MANIFEST).is_file():
+    local = images.root.path if images.root.is_local else None
+    remake = f"python pipeline/shard.py {images.manifest['dataset']} --out OUT --features CONFIG"
+    if local is not None:
+        remake = remake.replace("OUT", str(local.parent))
+    if not images.reader.fetch.exists(root / MANIFEST):
         raise DataError(
             f"no complete feature cache for this run under {images.root / 'features'} "
-            f"({explain_mismatch(images.root, fp)}); make it with: {remake}"
+            f"({explain_mismatch(local, fp)}); make it with: {remake}"
         )
-    cache = read_manifest(root)
+    cache = read_manifest_at(root, images.reader, "no complete feature cache")
     if cache.get("source_shards") != shard_checksums(images.manifest):
         raise DataError(
             f"feature cache {root} is stale: the image shards were written again after it was made; "
             f"remake it with: {remake}"
         )
-    return ShardSet(root, cache, images.root)
+    return ShardSet(root, cache, images.root, images.reader)
 
 
 @torch.no_grad()
