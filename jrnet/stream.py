@@ -32,13 +32,12 @@ import webdataset as wds
 from webdataset.tariterators import group_by_keys, tar_file_iterator
 
 from jrnet.config import Config
-from jrnet.location import Unavailable
 from jrnet.mix import Mix
 from jrnet.preemption import kill_workers_at_exit, worker_ignores_stop_signals
 from jrnet.samples import ErrorPolicy, train_sample
 from jrnet.shards import DataError, ShardSet
 
-MAX_UNAVAILABLE = 3  # shards in a row that cannot be opened (after their retries) before a consumer gives up
+MAX_BARREN = 3  # shards in a row that failed before their first sample: then the source is gone, not flaky
 
 log = logging.getLogger(__name__)
 
@@ -174,10 +173,11 @@ def read_shards(entries, shards: ShardSet, policy: ErrorPolicy):
     """The samples of each shard in turn (as webdataset's tarfile_to_samples makes them).
 
     A shard that breaks off costs the rest of it: `policy` counts the samples lost, or (strict) fails naming the
-    shard. `MAX_UNAVAILABLE` shards in a row that cannot be opened at all end the stream with a DataError: the
-    source is gone, and going on would only spin while the other ranks wait.
+    shard. `MAX_BARREN` shards in a row that failed before giving a single sample (unavailable after their
+    retries, or stalled until the read timeout) end the stream with a DataError naming the last: the source is
+    gone, and going on would spin forever while the other ranks wait.
     """
-    unavailable = 0
+    barren = 0
     for entry in entries:
         read = 0
         try:
@@ -185,11 +185,13 @@ def read_shards(entries, shards: ShardSet, policy: ErrorPolicy):
                 for sample in group_by_keys(tar_members(stream, entry["url"])):
                     read += 1
                     yield sample
-            unavailable = 0
+            barren = 0
         except Exception as exn:
-            unavailable = unavailable + 1 if isinstance(exn, Unavailable) and not read else 0
-            if unavailable >= MAX_UNAVAILABLE:
-                raise DataError(f"{unavailable} shards in a row unavailable, the last {entry['url']}: {exn}") from exn
+            barren = 0 if read else barren + 1
+            if barren >= MAX_BARREN:
+                raise DataError(
+                    f"{barren} shards in a row failed before their first sample, the last {entry['url']}: {exn}"
+                ) from exn
             if not any(isinstance(arg, str) and entry["url"] in arg for arg in exn.args):
                 exn.args = (*exn.args, entry["url"])  # the policy names the shard
             policy(exn, samples=max(1, entry["samples"] - read))
