@@ -158,26 +158,13 @@ def open_http(where: Location, timeout: float) -> BinaryIO:
     return CheckedHttp(response, str(where))
 
 
-class CheckedHttp:
-    """A response body that raises, naming the URL, when the connection ends before the announced length."""
+class Stream:
+    """A remote file's bytes, closed by `with`, shown as its location in webdataset's and our error messages."""
 
-    def __init__(self, response, url: str):
-        self.response, self.url, self.received = response, url, 0
-        length = response.headers.get("Content-Length")
-        self.length = int(length) if length is not None else None
-
-    def read(self, size: int = -1) -> bytes:
-        try:
-            data = self.response.read(size) if size is not None and size >= 0 else self.response.read()
-        except (http.client.HTTPException, OSError) as exn:
-            raise OSError(f"{self.url}: connection failed after {self.received} bytes: {exn}") from exn
-        self.received += len(data)
-        if (not data or size is None or size < 0) and self.length is not None and self.received < self.length:
-            raise OSError(f"{self.url}: connection closed after {self.received} of {self.length} bytes")
-        return data
+    name: str
 
     def close(self) -> None:
-        self.response.close()
+        raise NotImplementedError
 
     def __enter__(self):
         return self
@@ -186,7 +173,29 @@ class CheckedHttp:
         self.close()
 
     def __repr__(self) -> str:
-        return self.url
+        return self.name
+
+
+class CheckedHttp(Stream):
+    """A response body that raises, naming the URL, when the connection ends before the announced length."""
+
+    def __init__(self, response, url: str):
+        self.response, self.name, self.received = response, url, 0
+        length = response.headers.get("Content-Length")
+        self.length = int(length) if length is not None else None
+
+    def read(self, size: int = -1) -> bytes:
+        try:
+            data = self.response.read(size) if size is not None and size >= 0 else self.response.read()
+        except (http.client.HTTPException, OSError) as exn:
+            raise OSError(f"{self.name}: connection failed after {self.received} bytes: {exn}") from exn
+        self.received += len(data)
+        if (not data or size is None or size < 0) and self.length is not None and self.received < self.length:
+            raise OSError(f"{self.name}: connection closed after {self.received} of {self.length} bytes")
+        return data
+
+    def close(self) -> None:
+        self.response.close()
 
 
 def open_pipe(where: Location, timeout: float) -> BinaryIO:
@@ -200,7 +209,7 @@ def open_pipe(where: Location, timeout: float) -> BinaryIO:
     return stream
 
 
-class PipeStream:
+class PipeStream(Stream):
     """A command's stdout with a read timeout; its exit status is checked at the end of the output."""
 
     def __init__(self, command: str, name: str, timeout: float):
@@ -250,12 +259,3 @@ class PipeStream:
         self.process.wait()
         self.process.stdout.close()
         self.errors.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-    def __repr__(self) -> str:
-        return self.name
