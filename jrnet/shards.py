@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
+from webdataset.tariterators import group_by_keys, tar_file_iterator
 
 from jrnet.config import Config, DataConfig
 from jrnet.location import Fetch, Location
@@ -77,6 +78,11 @@ class ShardSet:
     def entries(self, split: str) -> list[dict]:
         """The split's shards as the streams take them: url, name, sha256 and sample count (manifest order)."""
         return [{"url": url, **entry} for url, entry in zip(self.urls(split), self.split(split)["shards"], strict=True)]
+
+    def samples(self, entry: dict):
+        """One shard's samples (as webdataset's tarfile_to_samples makes them); a read error propagates."""
+        with self.open_shard(entry) as stream:
+            yield from group_by_keys({**member, "__url__": entry["url"]} for member in tar_file_iterator(stream))
 
     def open_shard(self, entry: ShardEntry) -> BinaryIO:
         """One shard's bytes: from the local cache when `data.cache_dir` is set and the shards are remote."""

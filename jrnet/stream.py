@@ -29,7 +29,6 @@ from itertools import chain, count, islice
 
 import torch
 import webdataset as wds
-from webdataset.tariterators import group_by_keys, tar_file_iterator
 
 from jrnet.config import Config
 from jrnet.mix import Mix
@@ -181,10 +180,9 @@ def read_shards(entries, shards: ShardSet, policy: ErrorPolicy):
     for entry in entries:
         read = 0
         try:
-            with shards.open_shard(entry) as stream:
-                for sample in group_by_keys(tar_members(stream, entry["url"])):
-                    read += 1
-                    yield sample
+            for sample in shards.samples(entry):
+                read += 1
+                yield sample
             barren = 0
         except Exception as exn:
             barren = 0 if read else barren + 1
@@ -195,11 +193,6 @@ def read_shards(entries, shards: ShardSet, policy: ErrorPolicy):
             if not any(isinstance(arg, str) and entry["url"] in arg for arg in exn.args):
                 exn.args = (*exn.args, entry["url"])  # the policy names the shard
             policy(exn, samples=max(1, entry["samples"] - read))
-
-
-def tar_members(stream, url: str):
-    for member in tar_file_iterator(stream):  # errors propagate: read_shards counts what the shard lost
-        yield {**member, "__url__": url}
 
 
 def logical_worker(skip: int) -> tuple[int, int, int, int]:
