@@ -122,3 +122,9 @@ def test_mix_stop_and_resume_equals_straight_run(mixed_shards, tmp_path):
     assert sorted(straight) == [1, 2, 3, 4, 5, 6] and losses(tmp_path / "resumed") == straight
     table = json.loads((tmp_path / "straight" / "eval.json").read_text())["splits"]
     assert sorted(table) == ["shapes/val", "synthetic/val"]  # every dataset's eval split, one table
+    args = ["--checkpoint", str(tmp_path / "straight"), "--shards", str(mixed_shards), "--split", "val"]
+    evaluated = launch([*args, "--split", "shapes/testA"], ranks=1, module="jrnet.evaluate")
+    rows = [line.split()[0] for line in evaluated.stdout.splitlines() if line.startswith(("shapes/", "synthetic/"))]
+    assert rows == ["shapes/val", "synthetic/val", "shapes/testA"], evaluated.stdout
+    saved = json.loads((tmp_path / "straight" / "evaluate.json").read_text())["splits"]
+    assert saved["synthetic/val"]["samples"] == table["synthetic/val"]["samples"]  # every sentence, as in training

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import signal
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from distributed_run import launch, losses, run_args
@@ -108,6 +109,25 @@ def test_cache_serves_the_second_epoch_and_refetches_a_damaged_copy(tmp_path):
         damaged.write_bytes(bytes(data))
         assert epoch_refs(s.url, cfg) == local  # the damaged copy is not read: fetched again, checked, used
         assert s.requests["/synthetic/train-000002.tar"] == 2 and s.shard_requests() == first + 1
+
+
+def test_ranks_racing_for_one_shard_download_it_once(tmp_path):
+    """Four loader processes of a node (threads here: the lock is per open file, as between processes) want the
+    same uncached shard at once: one downloads, the others wait and read the checked file."""
+    write_shards(tmp_path / "shards", shards=1, per_shard=4)
+    cfg = config("data.max_words=8", f"data.cache_dir={tmp_path / 'cache'}")
+    with ShardServer(tmp_path / "shards") as s:
+        shard_set = ShardSet.open(s.url, "synthetic", cfg.data)
+        entry = shard_set.entries("train")[0]
+        with ThreadPoolExecutor(4) as pool:
+            contents = list(pool.map(lambda _: read_whole(shard_set, entry), range(4)))
+        assert s.shard_requests() == 1
+    assert contents == [(tmp_path / "shards" / "synthetic" / entry["name"]).read_bytes()] * 4
+
+
+def read_whole(shard_set, entry) -> bytes:
+    with shard_set.open_shard(entry) as stream:
+        return stream.read()
 
 
 def test_stalled_transfer_times_out_instead_of_hanging(tmp_path):
