@@ -231,14 +231,16 @@ def _count_for_worker(batches: int, worker: int, workers: int) -> int:
 def mixed_train_sample(sample: dict, cfg: Config, epoch: int, tokens: tuple[torch.Tensor, ...]) -> dict:
     """A training sample of a mix: its token ids mapped into the mix's vocabulary, and which dataset it is."""
     out, part = train_sample(sample, cfg, epoch), sample["__part__"]
-    return {**out, "tokens": tokens[part][out["tokens"]], "part": torch.tensor(part)}
+    return {**out, "tokens": tokens[part][out["tokens"]], "part": part}
 
 
 def collate_train(samples: list[dict], policy: ErrorPolicy, skip: int) -> dict:
-    keys = [k for k in ("image", "levels", "mask", "tokens", "ref_id", "part") if k in samples[0]]
+    keys = [k for k in ("image", "levels", "mask", "tokens", "ref_id") if k in samples[0]]
     batch = {k: torch.stack([s[k] for s in samples]) for k in keys}
     if "jpeg" in samples[0]:
         batch["jpeg"] = [s["jpeg"] for s in samples]  # encoded, of different lengths
+    if "part" in samples[0]:
+        batch["part"] = torch.tensor([s["part"] for s in samples])  # a mix: which dataset each sample is from
     batch["skipped"] = torch.tensor(policy.skipped)  # cumulative in this worker
     batch["worker"] = torch.tensor(logical_worker(skip)[2])
     return batch
