@@ -23,11 +23,16 @@ FAST_FAILURE = ("data.retries=3", "data.read_timeout=5")  # backoff 0.5 s + 1 s:
 
 
 @pytest.fixture(scope="module")
-def local_run(synthetic_shards, tmp_path_factory):
+def local_folder_run(synthetic_shards, tmp_path_factory):
     """The reference: the tiny 2-rank fp32 run (6 steps) from the local folder."""
     out = tmp_path_factory.mktemp("local")
     launch(run_args(synthetic_shards, out))
-    return losses(out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def local_run(local_folder_run):
+    return losses(local_folder_run)
 
 
 @pytest.fixture
@@ -49,6 +54,19 @@ def test_http_stop_and_resume_is_exact(local_run, server, tmp_path):
     second = launch([*run_args(server.url, tmp_path), "--resume", "auto"])
     assert "exact data position" in second.stdout + second.stderr
     assert losses(tmp_path) == local_run
+
+
+@pytest.mark.slow
+def test_evaluation_from_http_equals_evaluation_from_the_folder(local_folder_run, synthetic_shards, server, tmp_path):
+    args = ["--checkpoint", str(local_folder_run), "--split", "val", "--split", "testA"]
+    for name, shards in (("http", server.url), ("local", synthetic_shards)):
+        launch(
+            [*args, "--shards", str(shards), "--output", str(tmp_path / f"{name}.json")],
+            ranks=1,
+            module="jrnet.evaluate",
+        )
+    http = json.loads((tmp_path / "http.json").read_text())["splits"]
+    assert http == json.loads((tmp_path / "local.json").read_text())["splits"] and http["val"]["samples"] > 0
 
 
 @pytest.mark.slow
