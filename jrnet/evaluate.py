@@ -153,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.output) if args.output else (ck if ck.is_dir() else ck.parent) / "evaluate.json"
     results = {}
     try:
-        targets = trained.data.eval_targets(args.splits or cfg.data.eval_splits)  # every dataset's splits: unc/val
+        targets = trained.datasets(args.shards).eval_targets(args.splits or cfg.data.eval_splits)  # unc/val, ...
     except DataError as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT

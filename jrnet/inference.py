@@ -35,6 +35,10 @@ class Trained:
     vocab: Vocab
     data: Mix | None = None  # the run's datasets (a checkpoint loaded with shards); None for an exported folder
 
+    def datasets(self, shards: str | Path) -> Mix:
+        """The run's datasets: those it was loaded with, or (an exported model) read from `shards`."""
+        return self.data or Mix.open(shards, self.cfg, features=False)
+
 
 def load(path: str | Path, shards: str | Path | None = None) -> Trained:
     """From an exported file (self-contained) or a checkpoint (needs the shards: vocabulary, GloVe vectors).

@@ -23,7 +23,6 @@ from jrnet.cli import HelpFormatter
 from jrnet.eval_stream import eval_loader
 from jrnet.evaluate import predict_masks
 from jrnet.inference import LoadError, Trained, autocast, export, inference_device, load
-from jrnet.mix import Mix
 from jrnet.model import model_kwargs
 from jrnet.preemption import EXIT_BAD_INPUT
 from jrnet.samples import decode_image, encode_tokens
@@ -52,7 +51,7 @@ def predict_one(trained: Trained, image_bytes: bytes, text: str, device: torch.d
 def shard_gallery(trained: Trained, shards: str, split: str, limit: int, device: torch.device) -> Image.Image:
     cfg = trained.cfg
     cfg.data.eval_limit, cfg.data.workers = limit, 0
-    data = trained.data or Mix.open(shards, cfg, features=False)
+    data = trained.datasets(shards)
     # A mix's split is `unc/val`, or `val` for the first dataset that has one.
     targets = data.eval_targets([split.rpartition("/")[2]])
     _, part, tokens, name = next((t for t in targets if t[0] == split), targets[0])
