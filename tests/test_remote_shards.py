@@ -148,6 +148,22 @@ def read_whole(shard_set, entry) -> bytes:
         return stream.read()
 
 
+def test_pipe_command_failing_mid_shard_is_an_error_not_a_short_shard(tmp_path):
+    """A command that writes part of a shard and exits non-zero: strict names the command and its exit status;
+    warn reads what came, counts the rest and still fills the epoch."""
+    write_shards(tmp_path / "shards", shards=4, per_shard=4)
+    folder = tmp_path / "shards"
+    broken = f"pipe:f={{path}}; case $f in *.tar) head -c 15000 {folder}/$f; exit 3;; *) cat {folder}/$f;; esac"
+    strict = config("data.workers=0", "data.max_words=8", "data.on_error=strict")
+    with pytest.raises(DataError, match=r"broken data in pipe:f=synthetic/train-00000\d\.tar;.*exited 3"):
+        epoch_refs(broken, strict)
+    warn = config("data.workers=0", "data.max_words=8")
+    shard_set = ShardSet.open(broken, "synthetic", warn.data)
+    plan = LoaderPlan.make(warn, 16, 1)
+    batches = list(train_loader(warn, shard_set, plan, 0))
+    assert len(batches) == plan.batches_per_epoch and int(batches[-1]["skipped"]) > 0
+
+
 def test_stalled_transfer_times_out_instead_of_hanging(tmp_path):
     """Every shard stops halfway and the connection stays silent: each read gives up after data.read_timeout.
     strict: an error naming the shard; warn: three shards in a row without a sample end the stream, naming the
