@@ -65,7 +65,8 @@ class ModelConfig:
 
 @dataclass
 class DataConfig:
-    dataset: str = "synthetic"  # subfolder of --shards
+    dataset: str | None = "synthetic"  # subfolder of --shards (one dataset; None when `datasets` names a mix)
+    datasets: dict[str, float] | None = None  # a weighted mix instead, e.g. {unc: 1, unc+: 1, gref: 0.5} (mix.py)
     train_split: str = "train"
     eval_splits: tuple[str, ...] = ("val",)
     max_words: int = 25  # words per sentence: must equal the shards' (pipeline/shard.py --max-words)
@@ -75,6 +76,29 @@ class DataConfig:
     gpu_decode: bool = False  # training images decoded on the GPU in the model's input step (needs --train-size)
     feature_cache: bool = False  # read cached frozen-trunk features (pipeline/shard.py --features) instead of images
     eval_limit: int | None = None  # evaluate only the first N refs of each split (None: all)
+    cache_dir: str | None = None  # local copies of remote shards, checked against the manifest (README: the cost)
+    read_timeout: float = 60.0  # seconds without a byte from a remote file before that read fails
+    retries: int = 5  # attempts to open a remote file (0.5 s, 1 s, 2 s, ... apart) before it counts as unavailable
+
+    def mix(self) -> dict[str, float]:
+        """The datasets this run reads, with their weights (one dataset: weight 1)."""
+        return dict(self.datasets) if self.datasets else {self.dataset: 1.0}
+
+    def validate_mix(self) -> None:
+        if self.datasets is None:
+            if self.dataset is None:
+                raise ConfigError("no data: set data.dataset (one dataset) or data.datasets (a weighted mix)")
+            return
+        if self.dataset is not None:
+            raise ConfigError(
+                f"data.dataset={self.dataset!r} and data.datasets={self.datasets} are mutually exclusive: "
+                "name one dataset, or a mix"
+            )
+        if not self.datasets:
+            raise ConfigError("data.datasets is empty: name at least one dataset, e.g. {unc: 1, gref: 0.5}")
+        for name, weight in self.datasets.items():
+            if not weight > 0:
+                raise ConfigError(f"data.datasets: weight of {name!r} is {weight}; weights must be > 0")
 
 
 @dataclass
@@ -152,6 +176,10 @@ class Config:
             _at_least(f"train.{key}", getattr(t, key), 1)
         _at_least("data.workers", self.data.workers, 0)
         _at_least("data.shuffle_buffer", self.data.shuffle_buffer, 1)
+        _at_least("data.retries", self.data.retries, 1)
+        if not self.data.read_timeout > 0:
+            raise ConfigError(f"data.read_timeout={self.data.read_timeout} must be > 0")
+        self.data.validate_mix()
         for key, value in (
             ("data.max_words", self.data.max_words),
             ("data.eval_limit", self.data.eval_limit),
@@ -213,6 +241,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
             node = node.setdefault(part, {})
         node[leaf] = value
         origins[key] = f"command line override {item!r}"
+    prefer_data_source(raw, {k.removeprefix("data.") for k in origins if k.startswith("data.")}, "the command line")
     config = _build(Config, raw, source, prefix="", origins=origins)
     config.validate()
     return config
@@ -228,12 +257,30 @@ def _read_yaml(file: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
         raise ConfigError(f"{file}: top level must be a mapping")
     base_name = raw.pop("extends", None)
     if base_name is None:
+        prefer_data_source(raw, set(raw.get("data") or {}), str(file))
         return raw
     beside = file.parent / f"{base_name}.yaml"
     base = beside if beside.is_file() else resolve_config_path(base_name)
     if base.resolve() in seen:
         raise ConfigError(f"{file}: extends {base_name}, which extends it again")
-    return merge(_read_yaml(base, (*seen, file.resolve())), raw)
+    merged = merge(_read_yaml(base, (*seen, file.resolve())), raw)
+    prefer_data_source(merged, set(raw.get("data") or {}), str(file))
+    return merged
+
+
+def prefer_data_source(raw: dict[str, Any], given: set[str], where: str) -> None:
+    """`data.dataset` (one) and `data.datasets` (a mix) exclude each other: the layer that names one of them
+    (a file over the file it extends, the command line over the file) drops the other; naming both is an error."""
+    data = raw.get("data")
+    if not isinstance(data, dict):
+        return
+    named = {key for key in ("dataset", "datasets") if key in given and data.get(key) is not None}
+    if len(named) == 2:
+        raise ConfigError(f"{where}: data.dataset and data.datasets are mutually exclusive: name one dataset, or a mix")
+    if named == {"datasets"}:
+        data["dataset"] = None
+    elif named == {"dataset"}:
+        data.pop("datasets", None)
 
 
 def merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
@@ -304,6 +351,10 @@ def _coerce(value: Any, hint: str, where: str) -> Any:
             return None
         raise ConfigError(f"{where} may not be null")
     base = hint.removesuffix(" | None")
+    if base.startswith("dict["):  # dict[str, float]: names -> weights
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}={value!r} must be a mapping, e.g. {{unc: 1, gref: 0.5}}")
+        return {str(k): _coerce(v, "float", f"{where}.{k}") for k, v in value.items()}
     if base.startswith("tuple["):
         item = base[len("tuple[") :].split(",")[0].strip()
         values = value if isinstance(value, list | tuple) else [value]

@@ -17,7 +17,7 @@ from jrnet.eval_stream import eval_loader
 from jrnet.metrics import Breakdown, IoUAccumulator
 from jrnet.model import model_kwargs
 from jrnet.preemption import EXIT_BAD_INPUT, StopSignal
-from jrnet.shards import ShardSet
+from jrnet.shards import DataError, ShardSet
 from jrnet.visualize import overlay_panel
 
 
@@ -48,15 +48,17 @@ def evaluate_split(
     batch_size: int,
     overlays: int = 0,
     stop: StopSignal | None = None,
+    tokens: torch.Tensor | None = None,
 ) -> tuple[dict | None, list]:
     """The split's metrics (with `by_length` and `by_kind` breakdowns) and up to `overlays` gallery panels, half
     of them failures (IoU <= 0.5) when there are any.
 
     Every rank must call this: ranks that run out of data keep pace with dummy batches (ZeRO-3 gathers). A stop
     signal on any rank ends the evaluation at the next batch on every rank: the summary is then None.
+    `tokens` maps a mixed run's dataset's token ids into the run's vocabulary (jrnet/mix.py).
     """
     acc, breakdown, gallery = IoUAccumulator(), Breakdown(), GalleryPicker(overlays)
-    batches = iter(eval_loader(cfg, shards, split, batch_size))
+    batches = iter(eval_loader(cfg, shards, split, batch_size, tokens))
     dummy = None  # a rank out of data repeats its last batch, or a blank one if it never had any
     while True:
         batch = next(batches, None)
@@ -120,8 +122,12 @@ def main(argv: list[str] | None = None) -> int:
 
     p = argparse.ArgumentParser(prog="jrnet-evaluate", description=__doc__, formatter_class=HelpFormatter)
     p.add_argument("--checkpoint", required=True, help="run folder, checkpoint folder, or exported folder")
-    p.add_argument("--shards", required=True, help="folder written by pipeline/shard.py (holds <dataset>/)")
-    p.add_argument("--split", dest="splits", action="append", help="repeatable; default: the config's eval splits")
+    p.add_argument(
+        "--shards", required=True, help="folder written by pipeline/shard.py (holds <dataset>/), or its URL / pipe:"
+    )
+    p.add_argument(
+        "--split", dest="splits", action="append", help="repeatable (a mix: val, or unc/val); default: the config's"
+    )
     p.add_argument("--batch-size", type=int, default=16, help="sentences per forward pass")
     p.add_argument("--output", default=None, help="JSON file for the results (default: beside the checkpoint)")
     p.add_argument("--limit", type=int, default=None, help="only the first N refs of each split")
@@ -143,15 +149,21 @@ def main(argv: list[str] | None = None) -> int:
         with autocast(env.device):
             return model(**inputs)
 
-    shards = ShardSet.open(args.shards, cfg.data.dataset)
     ck = Path(args.checkpoint)
     out = Path(args.output) if args.output else (ck if ck.is_dir() else ck.parent) / "evaluate.json"
     results = {}
-    for split in args.splits or cfg.data.eval_splits:
+    try:
+        targets = trained.datasets(args.shards).eval_targets(args.splits or cfg.data.eval_splits)  # unc/val, ...
+    except DataError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    for label, part, tokens, split in targets:
         overlays = args.overlays if env.is_main else 0
-        results[split], panels = evaluate_split(forward, cfg, shards, split, env.device, args.batch_size, overlays)
+        results[label], panels = evaluate_split(
+            forward, cfg, part.shards, split, env.device, args.batch_size, overlays, tokens=tokens
+        )
         if panels:
-            gallery([panel for panel, _ in panels]).save(out.with_name(f"gallery_{split}.png"))
+            gallery([panel for panel, _ in panels]).save(out.with_name(f"gallery_{label.replace('/', '_')}.png"))
     if env.is_main:
         print(format_table(results))
         out.write_text(json.dumps({"checkpoint": str(ck), "splits": results}, indent=2))

@@ -17,15 +17,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import webdataset as wds
 from tqdm import tqdm
 
 from jrnet.backbone import LEVEL_CHANNELS, Backbone
 from jrnet.config import Config, ConfigError
 from jrnet.fileio import file_sha256, write_atomic_text
 from jrnet.samples import decode_image
-from jrnet.shard_format import IMAGE, LEVELS, MANIFEST, read_manifest, shard_checksums, write_manifest, write_tar
-from jrnet.shards import DataError, ShardSet
+from jrnet.shard_format import IMAGE, LEVELS, MANIFEST, shard_checksums, write_manifest, write_tar
+from jrnet.shards import DataError, ShardSet, read_manifest_at
 
 PREPROCESS = "rgb-resize-bilinear-square-imagenet-normalize"  # jrnet.samples.decode_image
 
@@ -59,12 +58,16 @@ def fingerprint_id(fp: dict) -> str:
     return hashlib.sha256(json.dumps(fp, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def cache_root(dataset_root: Path, fp: dict) -> Path:
+def cache_root(dataset_root, fp: dict):
+    """`<dataset>/features/<id>`: a Path, or a Location when the shards are remote."""
     return dataset_root / "features" / fingerprint_id(fp)
 
 
-def explain_mismatch(dataset_root: Path, fp: dict) -> str:
-    """Why no cache fits: which fields differ from each cache that exists."""
+def explain_mismatch(dataset_root: Path | None, fp: dict) -> str:
+    """Why no cache fits: which fields differ from each cache that exists (local shards only: a URL cannot be
+    listed)."""
+    if dataset_root is None:
+        return "the shards are remote, so the caches there cannot be listed"
     found = []
     for manifest in sorted((dataset_root / "features").glob("*/manifest.json")):
         other = json.loads(manifest.read_text()).get("features", {})
@@ -77,25 +80,28 @@ def open_cache(images: ShardSet, cfg: Config) -> ShardSet:
     """The feature cache made for this run's trunk, weights and resolution, refused when missing or stale."""
     fp = fingerprint(cfg)
     root = cache_root(images.root, fp)
-    remake = f"python pipeline/shard.py {images.manifest['dataset']} --out {images.root.parent} --features CONFIG"
-    if not (root / MANIFEST).is_file():
+    local = images.root.path if images.root.is_local else None
+    remake = f"python pipeline/shard.py {images.manifest['dataset']} --out OUT --features CONFIG"
+    if local is not None:
+        remake = remake.replace("OUT", str(local.parent))
+    if not images.reader.fetch.exists(root / MANIFEST):
         raise DataError(
             f"no complete feature cache for this run under {images.root / 'features'} "
-            f"({explain_mismatch(images.root, fp)}); make it with: {remake}"
+            f"({explain_mismatch(local, fp)}); make it with: {remake}"
         )
-    cache = read_manifest(root)
+    cache = read_manifest_at(root, images.reader, "no complete feature cache")
     if cache.get("source_shards") != shard_checksums(images.manifest):
         raise DataError(
             f"feature cache {root} is stale: the image shards were written again after it was made; "
             f"remake it with: {remake}"
         )
-    return ShardSet(root, cache, images.root)
+    return ShardSet(root, cache, images.root, images.reader)
 
 
 @torch.no_grad()
-def feature_samples(trunk: Backbone, source: Path, image_size: int, batch_size: int):
+def feature_samples(trunk: Backbone, source: ShardSet, entry: dict, image_size: int, batch_size: int):
     """The samples of one image shard, each with its `levels.npy` added."""
-    samples = list(wds.DataPipeline(wds.SimpleShardList([str(source)]), wds.tarfile_to_samples()))
+    samples = list(source.samples(entry))
     for start in range(0, len(samples), batch_size):
         chunk = samples[start : start + batch_size]
         images = torch.stack([decode_image(s[IMAGE], image_size) for s in chunk])
@@ -107,14 +113,17 @@ def feature_samples(trunk: Backbone, source: Path, image_size: int, batch_size: 
             yield {**members, LEVELS: buffer.getvalue()}
 
 
-def write_feature_cache(cfg: Config, dataset_root: Path, batch_size: int = 32) -> Path:
+def write_feature_cache(cfg: Config, dataset_root: Path, batch_size: int = 32, source: ShardSet | None = None) -> Path:
+    """The cache under `dataset_root/features/<id>/`, made from the image shards in `dataset_root`, or from
+    `source` when they live elsewhere (a URL: the cache is written here, to be copied beside them)."""
     fp = fingerprint(cfg)
     root = cache_root(dataset_root, fp)
     root.mkdir(parents=True, exist_ok=True)
-    base = read_manifest(dataset_root)
+    source = source or ShardSet.open(dataset_root.parent, dataset_root.name)
+    base = source.manifest
     (root / MANIFEST).unlink(missing_ok=True)  # describes a complete cache only
     trunk = Backbone(cfg.model).eval()  # check_cacheable: from a weights file, so no seed matters
-    sources = [s for split in base["splits"].values() for s in split["shards"]]
+    sources = [s for split in base["splits"] for s in source.entries(split)]
     started, written = time.perf_counter(), 0
     for shard in tqdm(sources, desc="features", unit="shard", disable=None):
         target, state = root / shard["name"], root / f"{shard['name']}.state.json"
@@ -122,7 +131,7 @@ def write_feature_cache(cfg: Config, dataset_root: Path, batch_size: int = 32) -
         if target.is_file() and state.is_file() and json.loads(state.read_text()) == expected:
             continue
         # Streamed into the tar: a shard's levels (up to 1.4 MB a sample at paper_448) never sit in memory at once.
-        write_tar(target, feature_samples(trunk, dataset_root / shard["name"], cfg.model.image_size, batch_size))
+        write_tar(target, feature_samples(trunk, source, shard, cfg.model.image_size, batch_size))
         write_atomic_text(state, json.dumps(expected))
         written += shard["samples"]
     manifest = {**base, "features": fp, "source_shards": shard_checksums(base)}

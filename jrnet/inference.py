@@ -18,8 +18,9 @@ from safetensors.torch import save_file
 from jrnet import checkpoint
 from jrnet.config import Config, config_from_dict
 from jrnet.fileio import write_atomic_text
+from jrnet.mix import Mix
 from jrnet.model import CONFIG, VOCAB, WEIGHTS, JRNet, build_jrnet, check_trunk
-from jrnet.shards import DataError, ShardSet
+from jrnet.shards import DataError
 from jrnet.vocab import Vocab
 
 
@@ -32,6 +33,11 @@ class Trained:
     model: JRNet
     cfg: Config
     vocab: Vocab
+    data: Mix | None = None  # the run's datasets (a checkpoint loaded with shards); None for an exported folder
+
+    def datasets(self, shards: str | Path) -> Mix:
+        """The run's datasets: those it was loaded with, or (an exported model) read from `shards`."""
+        return self.data or Mix.open(shards, self.cfg, features=False)
 
 
 def load(path: str | Path, shards: str | Path | None = None) -> Trained:
@@ -57,8 +63,8 @@ def _load(path: Path, shards: str | Path | None) -> Trained:
     cfg = config_from_dict(meta["config"])
     if shards is None:
         raise ValueError(f"{path} is a DeepSpeed checkpoint: pass --shards (vocabulary and GloVe vectors)")
-    shard_set = ShardSet.open(shards, cfg.data.dataset)
-    model = build_jrnet(cfg, shard_set.vocab_size(), shard_set.glove(cfg.model.glove))
+    data = Mix.open(shards, cfg, features=False)  # evaluation reads the images: the trunk is in the model
+    model = build_jrnet(cfg, data.vocab_size(), data.glove(cfg.model.glove))
     check_trunk(cfg, model.backbone.trunk, meta.get("trunk", {}), str(folder))
     state = get_fp32_state_dict_from_zero_checkpoint(str(folder.parent), tag=folder.name)
     missing, unexpected = model.load_state_dict(state, strict=False)
@@ -67,7 +73,7 @@ def _load(path: Path, shards: str | Path | None) -> Trained:
     lost = sorted(set(missing) - restored_elsewhere)
     if lost or unexpected:
         raise ValueError(f"{folder}: checkpoint does not fit the model: missing {lost[:3]}, extra {unexpected[:3]}")
-    return Trained(model.eval(), cfg, shard_set.vocab())
+    return Trained(model.eval(), cfg, data.vocab, data)
 
 
 def export(trained: Trained, folder: Path) -> Path:

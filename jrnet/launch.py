@@ -22,7 +22,11 @@ from jrnet.preemption import EXIT_BAD_INPUT, EXIT_REQUEUE, StopSignal
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="jrnet-train", description=__doc__, formatter_class=HelpFormatter)
     p.add_argument("--config", required=True, help="YAML file or a named config (paper_448, paper_576, demo, tiny)")
-    p.add_argument("--shards", help="folder written by pipeline/shard.py (holds <dataset>/); required to train")
+    p.add_argument(
+        "--shards",
+        help="folder written by pipeline/shard.py (holds <dataset>/), an http(s):// prefix of one, or a "
+        "pipe: command with {path} (README: shards in object storage); required to train",
+    )
     p.add_argument("--output", help="run folder: checkpoints/, metrics.jsonl, eval.json; required to train")
     p.add_argument("--max-steps", type=int, default=None, help="stop at this step with a checkpoint (default: none)")
     p.add_argument(
@@ -52,22 +56,20 @@ def preflight(args: argparse.Namespace, world_size: int | None = None):
     from jrnet import checkpoint
     from jrnet.config import ConfigError, load_config
     from jrnet.engine import deepspeed_config
-    from jrnet.feature_cache import open_cache
-    from jrnet.shards import ShardSet
+    from jrnet.mix import Mix
     from jrnet.stream import LoaderPlan
 
     cfg = load_config(args.config, args.overrides)
     if cfg.train.precision == "fp16" and not torch.cuda.is_available():
         raise ConfigError("train.precision=fp16 needs a CUDA GPU (no fp16 training on CPU): use fp32 or bf16")
-    shards = ShardSet.open(args.shards, cfg.data.dataset)
-    shards.check_max_words(cfg)
-    shards.check_gpu_decode(cfg)
-    if cfg.data.feature_cache:
-        shards = open_cache(shards, cfg)
-    for split in (cfg.data.train_split, *cfg.data.eval_splits):
-        shards.urls(split)
+    data = Mix.open(args.shards, cfg)
+    for part in data.parts:
+        part.shards.urls(cfg.data.train_split)
+    for _, part, _, split in data.eval_targets(cfg.data.eval_splits):  # each split in at least one dataset
+        part.shards.urls(split)
+    data.vocab_size()  # a mix reads every vocabulary: unreadable ones fail here
     world = world_size or world_size_of_launch()
-    plan = LoaderPlan.make(cfg, shards.split(cfg.data.train_split)["samples"], world)
+    plan = LoaderPlan.make(cfg, data.train_samples(cfg.data.train_split), world)
     deepspeed_config(cfg, world, plan.micro_batch)
     if args.max_steps is not None and args.max_steps < 1:
         raise ConfigError("--max-steps must be >= 1")

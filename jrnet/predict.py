@@ -26,7 +26,6 @@ from jrnet.inference import LoadError, Trained, autocast, export, inference_devi
 from jrnet.model import model_kwargs
 from jrnet.preemption import EXIT_BAD_INPUT
 from jrnet.samples import decode_image, encode_tokens
-from jrnet.shards import ShardSet
 from jrnet.visualize import gallery, overlay_panel
 from jrnet.vocab import tokenize
 
@@ -52,8 +51,12 @@ def predict_one(trained: Trained, image_bytes: bytes, text: str, device: torch.d
 def shard_gallery(trained: Trained, shards: str, split: str, limit: int, device: torch.device) -> Image.Image:
     cfg = trained.cfg
     cfg.data.eval_limit, cfg.data.workers = limit, 0
+    data = trained.datasets(shards)
+    # A mix's split is `unc/val`, or `val` for the first dataset that has one.
+    targets = data.eval_targets([split.rpartition("/")[2]])
+    _, part, tokens, name = next((t for t in targets if t[0] == split), targets[0])
     rows = []
-    for batch in eval_loader(cfg, ShardSet.open(shards, cfg.data.dataset), split, batch_size=8):
+    for batch in eval_loader(cfg, part.shards, name, batch_size=8, tokens=tokens):
         with autocast(device):
             logits = trained.model(**model_kwargs(batch, device))
         preds = predict_masks(logits, [m.shape for m in batch["masks"]])
@@ -65,7 +68,9 @@ def shard_gallery(trained: Trained, shards: str, split: str, limit: int, device:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="jrnet-predict", description=__doc__, formatter_class=HelpFormatter)
     p.add_argument("--checkpoint", required=True, help="run folder, checkpoint folder or exported folder")
-    p.add_argument("--shards", help="needed for a DeepSpeed checkpoint; the source of --split galleries")
+    p.add_argument(
+        "--shards", help="needed for a DeepSpeed checkpoint; the source of --split galleries (a folder or URL)"
+    )
     p.add_argument("--image", help="an image file (with --text)")
     p.add_argument("--text", help="the referring sentence for --image")
     p.add_argument("--split", help="a gallery of this split's first refs (with --shards)")
@@ -100,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     elif args.split:
         if not args.shards:
             p.error("--split needs --shards")
-        path = out / f"gallery_{args.split}.png"
+        path = out / f"gallery_{args.split.replace('/', '_')}.png"
         shard_gallery(trained, args.shards, args.split, args.limit, device).save(path)
         print(f"wrote {path}")
     else:

@@ -32,11 +32,12 @@ class ErrorPolicy:
         self.strict = mode == "strict"
         self.skipped = 0
 
-    def __call__(self, exn: Exception) -> bool:
+    def __call__(self, exn: Exception, samples: int = 1) -> bool:
+        """`samples`: how many the error cost (a shard that broke off loses the rest of it)."""
         where = next((a for a in reversed(exn.args) if isinstance(a, str) and ".tar" in a), "unknown shard")
         if self.strict:
             raise DataError(f"broken data in {where}: {exn}") from exn
-        self.skipped += 1
+        self.skipped += samples
         log.warning(
             "skipping broken data in %s (%s: %s); %d skipped in this worker",
             where,

@@ -1,15 +1,22 @@
-"""A sharded dataset as written by `pipeline/shard.py`: its manifest, shard files, vocabulary and GloVe rows."""
+"""A sharded dataset as written by `pipeline/shard.py`: its manifest, shard files, vocabulary and GloVe rows,
+wherever they live (a local folder, an http(s) prefix or a `pipe:` command: jrnet/location.py)."""
 
 from __future__ import annotations
 
+import io
+import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
+from webdataset.tariterators import group_by_keys, tar_file_iterator
 
-from jrnet.config import Config
-from jrnet.shard_format import GLOVE, MANIFEST, VOCAB, Manifest, SplitEntry, read_manifest
+from jrnet.config import Config, DataConfig
+from jrnet.location import Fetch, Location
+from jrnet.shard_cache import open_cached
+from jrnet.shard_format import GLOVE, MANIFEST, VOCAB, Manifest, ShardEntry, SplitEntry
 from jrnet.vocab import Vocab, load_glove_text
 
 
@@ -18,19 +25,40 @@ class DataError(RuntimeError):
 
 
 @dataclass(frozen=True)
-class ShardSet:
-    root: Path  # the tars and their manifest: <shards>/<dataset>, or a feature cache below it
-    manifest: Manifest
-    meta_root: Path | None = None  # vocab.json and glove.npy, when not in `root`
+class Reader:
+    """How this run reads shard files: timeouts and retries for remote ones, and the local cache of them."""
+
+    fetch: Fetch = field(default_factory=Fetch)
+    cache_dir: Path | None = None
 
     @classmethod
-    def open(cls, shards: str | Path, dataset: str) -> ShardSet:
-        root = Path(shards) / dataset
-        if not Path(shards).is_dir():
+    def of(cls, data: DataConfig | None) -> Reader:
+        if data is None:
+            return cls()
+        cache = Path(data.cache_dir) if data.cache_dir else None
+        return cls(Fetch(read_timeout=data.read_timeout, attempts=data.retries), cache)
+
+
+@dataclass(frozen=True)
+class ShardSet:
+    root: Location  # the tars and their manifest: <shards>/<dataset>, or a feature cache below it
+    manifest: Manifest
+    meta_root: Location | None = None  # vocab.json and glove.npy, when not in `root`
+    reader: Reader = field(default_factory=Reader)
+
+    @classmethod
+    def open(cls, shards: str | Path, dataset: str, data: DataConfig | None = None) -> ShardSet:
+        """`shards`: a folder, an http(s) prefix or a `pipe:` command (jrnet/location.py); `data`: the run's
+        data section (timeouts, retries, cache), defaults otherwise."""
+        try:
+            top = Location.parse(shards)
+        except ValueError as e:
+            raise DataError(str(e)) from None
+        root, reader = top / dataset, Reader.of(data)
+        if top.is_local and not top.path.is_dir():
             raise DataError(f"shards folder not found: {shards} (run `python pipeline/shard.py {dataset}` first)")
-        if not (root / MANIFEST).is_file():
-            raise DataError(f"{root / MANIFEST} not found: no complete sharding of {dataset!r} under {shards}")
-        return cls(root, read_manifest(root))
+        manifest = read_manifest_at(root, reader, f"no complete sharding of {dataset!r} under {shards}")
+        return cls(root, manifest, None, reader)
 
     def split(self, name: str) -> SplitEntry:
         splits = self.manifest["splits"]
@@ -39,11 +67,29 @@ class ShardSet:
         return splits[name]
 
     def urls(self, split: str) -> list[str]:
+        """Where each shard of the split is read from; local ones are checked to exist (remote ones are not
+        asked before they are read: their errors name them)."""
         urls = [str(self.root / s["name"]) for s in self.split(split)["shards"]]
-        missing = [u for u in urls if not os.path.exists(u)]
+        missing = [u for u in urls if self.root.is_local and not os.path.exists(u)]
         if missing:
             raise DataError(f"shard listed in {self.root / MANIFEST} is missing: {missing[0]}")
         return urls
+
+    def entries(self, split: str) -> list[dict]:
+        """The split's shards as the streams take them: url, name, sha256 and sample count (manifest order)."""
+        return [{"url": url, **entry} for url, entry in zip(self.urls(split), self.split(split)["shards"], strict=True)]
+
+    def samples(self, entry: dict):
+        """One shard's samples (as webdataset's tarfile_to_samples makes them); a read error propagates."""
+        with self.open_shard(entry) as stream:
+            yield from group_by_keys({**member, "__url__": entry["url"]} for member in tar_file_iterator(stream))
+
+    def open_shard(self, entry: ShardEntry) -> BinaryIO:
+        """One shard's bytes: from the local cache when `data.cache_dir` is set and the shards are remote."""
+        where = self.root / entry["name"]
+        if self.reader.cache_dir is not None and not where.is_local:
+            return open_cached(self.reader.fetch, where, entry["sha256"], self.reader.cache_dir)
+        return self.reader.fetch.open(where)
 
     def check_max_words(self, cfg: Config) -> None:
         """Sentences were cut at shard time: a run reading them as longer or shorter would pad or cut again."""
@@ -78,12 +124,34 @@ class ShardSet:
     def vocab_size(self) -> int:
         return int(self.manifest["vocab_size"])
 
+    def read(self, name: str) -> bytes:
+        """A small file beside the manifest (vocab.json, glove.npy), or of the images' folder for a feature cache."""
+        where = (self.meta_root or self.root) / name
+        try:
+            return self.reader.fetch.read_bytes(where)
+        except OSError as e:  # Unavailable included: retried already
+            raise DataError(f"cannot read {where}: {e}") from None
+
     def vocab(self) -> Vocab:
-        return Vocab.from_file((self.meta_root or self.root) / VOCAB)
+        return Vocab.from_json(self.read(VOCAB).decode("utf-8"), str((self.meta_root or self.root) / VOCAB))
 
     def glove(self, text_file: str | None = None) -> np.ndarray | None:
         """Vectors for the vocabulary: from a GloVe text file when given, else the shards' baked glove.npy."""
         if text_file:
             return load_glove_text(text_file, self.vocab().words)
-        path = (self.meta_root or self.root) / GLOVE
-        return np.load(path) if path.is_file() else None
+        where = (self.meta_root or self.root) / GLOVE
+        baked = where.path.is_file() if where.is_local else bool(self.manifest.get("glove"))
+        return np.load(io.BytesIO(self.read(GLOVE))) if baked else None
+
+
+def read_manifest_at(root: Location, reader: Reader, missing: str) -> Manifest:
+    """The manifest of a dataset folder (or a feature cache) wherever it lives; DataError naming it if absent."""
+    where = root / MANIFEST
+    try:
+        return json.loads(reader.fetch.read_bytes(where))
+    except FileNotFoundError:
+        raise DataError(f"{where} not found: {missing}") from None
+    except OSError as e:  # Unavailable included: retried already
+        raise DataError(f"{where} not readable ({e}): {missing}") from None
+    except ValueError as e:
+        raise DataError(f"{where}: not a manifest ({e})") from None

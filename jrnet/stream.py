@@ -4,7 +4,12 @@ Shard list -> shuffle seeded by epoch -> split by node -> split by worker -> tar
 -> (skip to the resume position) -> decode + resize -> batch. The shard list cycles into the next epoch's
 permutation, so no rank or worker ever runs dry: every rank yields exactly the same number of batches per epoch,
 whatever the number of shards. One sentence per ref, drawn at random (seeded by epoch and ref, so it does not
-depend on worker timing).
+depend on worker timing). A mix of datasets (jrnet/mix.py) runs this per dataset and draws, sample by sample,
+which one the next comes from.
+
+Shards are read wherever they live (jrnet/location.py). One that breaks off in the middle (a connection cut, a
+truncated tar) costs the rest of it, counted as skipped samples, and the endless shard stream refills the batch:
+every rank still yields the same number of batches.
 
 Exact resume: a DataLoader hands out batches round-robin over its workers, so batch j of an epoch comes from
 worker j % W. Resuming at batch k, physical worker p plays the logical worker (p + k) % W and drops the raw
@@ -27,9 +32,12 @@ import webdataset as wds
 from torch.utils.data import default_collate
 
 from jrnet.config import Config
+from jrnet.mix import Mix
 from jrnet.preemption import kill_workers_at_exit, worker_ignores_stop_signals
 from jrnet.samples import ErrorPolicy, train_sample
 from jrnet.shards import DataError, ShardSet
+
+MAX_BARREN = 3  # shards in a row that failed before their first sample: then the source is gone, not flaky
 
 log = logging.getLogger(__name__)
 
@@ -55,12 +63,15 @@ class LoaderPlan:
         return cls(t.global_batch_size // per_step, steps * t.grad_accum_steps, steps)
 
 
-def data_order(cfg: Config, shards: ShardSet, world_size: int) -> dict:
-    """Everything the order of training batches depends on: a resume continues mid-epoch only if none changed."""
+def data_order(cfg: Config, data: Mix, world_size: int) -> dict:
+    """Everything the order of training batches depends on: a resume continues mid-epoch only if none changed.
+    Not where the shards are read from: the same shards over HTTP continue a run begun on a local copy."""
     d, t = cfg.data, cfg.train
-    checksums = [s["sha256"] for s in shards.split(d.train_split)["shards"]]
+    sums = {p.name: [s["sha256"] for s in p.shards.split(d.train_split)["shards"]] for p in data.parts}
+    checksums = next(iter(sums.values())) if not data.mixed else sums
     return {
         "dataset": d.dataset,
+        "datasets": d.datasets,
         "train_split": d.train_split,
         "shards_sha256": hashlib.sha256(json.dumps(checksums).encode()).hexdigest(),
         "world_size": world_size,
@@ -77,14 +88,14 @@ class TrainStream:
     """This rank's micro-batches, epoch after epoch. `state_dict()` is the position a resume continues from:
     exactly, when the data order is unchanged; else from the start of the epoch (`load_state_dict` says why)."""
 
-    def __init__(self, cfg: Config, shards: ShardSet, plan: LoaderPlan, world_size: int):
-        self.cfg, self.shards, self.plan = cfg, shards, plan
-        self.order = data_order(cfg, shards, world_size)
+    def __init__(self, cfg: Config, data: Mix, plan: LoaderPlan, world_size: int):
+        self.cfg, self.data, self.plan = cfg, data, plan
+        self.order = data_order(cfg, data, world_size)
         self.epoch = self.batch_in_epoch = 0
 
     def __iter__(self):
         while True:
-            for batch in train_loader(self.cfg, self.shards, self.plan, self.epoch, skip=self.batch_in_epoch):
+            for batch in train_loader(self.cfg, self.data, self.plan, self.epoch, skip=self.batch_in_epoch):
                 self.batch_in_epoch += 1
                 yield batch
             self.epoch, self.batch_in_epoch = self.epoch + 1, 0
@@ -116,29 +127,73 @@ class ConsumerSamples(torch.utils.data.IterableDataset):
     sampling with replacement instead of a hang.
     """
 
-    def __init__(self, urls: list[str], seed: int, epoch: int, skip: int, bufsize: int, policy: ErrorPolicy):
-        self.urls, self.seed, self.epoch, self.skip = list(urls), seed, epoch, skip
+    def __init__(self, shards: ShardSet, split: str, seed: int, epoch: int, skip: int, bufsize: int, policy):
+        self.shards, self.entries, self.seed, self.epoch, self.skip = shards, shards.entries(split), seed, epoch, skip
         self.bufsize, self.policy = bufsize, policy
 
     def permutation(self, epoch: int) -> list[dict]:
-        order = list(self.urls)
+        order = [dict(entry) for entry in self.entries]
         random.Random(f"shards-{self.seed}-{epoch}").shuffle(order)
-        return [{"url": url} for url in order]
+        return order
 
     def samples(self, shards, epoch: int):
         rank, _, worker, _ = logical_worker(self.skip)
         mine = split_by_logical_worker(wds.split_by_node(shards), self.skip)
         seed = hash((self.seed, epoch, rank, worker)) & 0xFFFFFFFF
-        samples = wds.tarfile_to_samples(handler=self.policy)(mine)
+        samples = read_shards(mine, self.shards, self.policy)
         return wds.shuffle(self.bufsize, initial=self.bufsize, seed=seed)(samples)
 
     def __iter__(self):
         _, world, _, workers = logical_worker(self.skip)
-        if len(self.urls) < world * workers:
+        if len(self.entries) < world * workers:
             yield from self.samples(chain.from_iterable(map(self.permutation, count(self.epoch))), self.epoch)
             return
         for epoch in count(self.epoch):
             yield from self.samples(iter(self.permutation(epoch)), epoch)
+
+
+class MixedSamples(torch.utils.data.IterableDataset):
+    """A (rank, worker)'s samples of several datasets: the dataset of each sample drawn by weight, seeded by
+    (seed, epoch, rank, logical worker), so the draws do not depend on timing and a resume replays them."""
+
+    def __init__(self, parts: list[ConsumerSamples], weights: list[float], seed: int, epoch: int, skip: int):
+        self.parts, self.weights, self.seed, self.epoch, self.skip = parts, weights, seed, epoch, skip
+
+    def __iter__(self):
+        rank, _, worker, _ = logical_worker(self.skip)
+        streams = [iter(part) for part in self.parts]  # lazy: a dataset never drawn is never read
+        draw = random.Random(f"mix-{self.seed}-{self.epoch}-{rank}-{worker}")
+        which = range(len(streams))
+        while True:
+            part = draw.choices(which, self.weights)[0]
+            yield {**next(streams[part]), "__part__": part}
+
+
+def read_shards(entries, shards: ShardSet, policy: ErrorPolicy):
+    """The samples of each shard in turn (as webdataset's tarfile_to_samples makes them).
+
+    A shard that breaks off costs the rest of it: `policy` counts the samples lost, or (strict) fails naming the
+    shard. `MAX_BARREN` shards in a row that failed before giving a single sample (unavailable after their
+    retries, or stalled until the read timeout) end the stream with a DataError naming the last: the source is
+    gone, and going on would spin forever while the other ranks wait.
+    """
+    barren = 0
+    for entry in entries:
+        read = 0
+        try:
+            for sample in shards.samples(entry):
+                read += 1
+                yield sample
+            barren = 0
+        except Exception as exn:
+            barren = 0 if read else barren + 1
+            if barren >= MAX_BARREN:
+                raise DataError(
+                    f"{barren} shards in a row failed before their first sample, the last {entry['url']}: {exn}"
+                ) from exn
+            if not any(isinstance(arg, str) and entry["url"] in arg for arg in exn.args):
+                exn.args = (*exn.args, entry["url"])  # the policy names the shard
+            policy(exn, samples=max(1, entry["samples"] - read))
 
 
 def logical_worker(skip: int) -> tuple[int, int, int, int]:
@@ -174,42 +229,59 @@ def _count_for_worker(batches: int, worker: int, workers: int) -> int:
     return max(0, math.ceil((batches - worker) / workers))
 
 
+def mixed_train_sample(sample: dict, cfg: Config, epoch: int, tokens: tuple[torch.Tensor, ...]) -> dict:
+    """A training sample of a mix: its token ids mapped into the mix's vocabulary, and which dataset it is."""
+    out, part = train_sample(sample, cfg, epoch), sample["__part__"]
+    return {**out, "tokens": tokens[part][out["tokens"]], "part": part}
+
+
 def collate_train(samples: list[dict], policy: ErrorPolicy, skip: int) -> dict:
     keys = [k for k in ("image", "levels", "mask", "tokens", "ref_id") if k in samples[0]]
     # default_collate stacks straight into shared memory inside a worker: one copy fewer on the way to the rank
     batch = {k: default_collate([s[k] for s in samples]) for k in keys}
     if "jpeg" in samples[0]:
         batch["jpeg"] = [s["jpeg"] for s in samples]  # encoded, of different lengths
+    if "part" in samples[0]:
+        batch["part"] = torch.tensor([s["part"] for s in samples])  # a mix: which dataset each sample is from
     batch["skipped"] = torch.tensor(policy.skipped)  # cumulative in this worker
     batch["worker"] = torch.tensor(logical_worker(skip)[2])
     return batch
 
 
-def train_pipeline(cfg: Config, urls: list[str], plan: LoaderPlan, epoch: int, skip: int) -> wds.DataPipeline:
-    policy = ErrorPolicy(cfg.data.on_error)
+def train_pipeline(cfg: Config, data: Mix, plan: LoaderPlan, epoch: int, skip: int) -> wds.DataPipeline:
+    d, seed = cfg.data, cfg.train.seed
+    policy = ErrorPolicy(d.on_error)
+    parts = [ConsumerSamples(p.shards, d.train_split, seed, epoch, skip, d.shuffle_buffer, policy) for p in data.parts]
+    source, sample = parts[0], partial(train_sample, cfg=cfg, epoch=epoch)
+    if data.mixed:
+        source = MixedSamples(parts, data.weights, seed, epoch, skip)
+        sample = partial(mixed_train_sample, cfg=cfg, epoch=epoch, tokens=data.tokens)
     return wds.DataPipeline(
-        ConsumerSamples(urls, cfg.train.seed, epoch, skip, cfg.data.shuffle_buffer, policy),
+        source,
         partial(skip_done, plan=plan, skip=skip),
-        wds.map(partial(train_sample, cfg=cfg, epoch=epoch), handler=policy),
+        wds.map(sample, handler=policy),
         wds.batched(plan.micro_batch, collation_fn=partial(collate_train, policy=policy, skip=skip), partial=False),
         partial(take_remaining, plan=plan, skip=skip),
     )
 
 
-def train_loader(cfg: Config, shards: ShardSet, plan: LoaderPlan, epoch: int, skip: int = 0):
+def train_loader(cfg: Config, data: Mix | ShardSet, plan: LoaderPlan, epoch: int, skip: int = 0):
     """Batches skip..batches_per_epoch-1 of `epoch` for this rank, in the same order as an uninterrupted run."""
-    urls = shards.urls(cfg.data.train_split)
+    data = data if isinstance(data, Mix) else Mix.of(data)
     _, world, _, _ = wds.utils.pytorch_worker_info()
     workers = max(1, cfg.data.workers)
-    if len(urls) < world * workers:
-        log.warning(
-            "%d shards < %d ranks x %d workers: consumers read overlapping shards this epoch "
-            "(sampling with replacement); shard with a smaller --samples-per-shard",
-            len(urls),
-            world,
-            workers,
-        )
-    return make_loader(train_pipeline(cfg, urls, plan, epoch, skip), cfg.data.workers)
+    for part in data.parts:
+        shards = len(part.shards.urls(cfg.data.train_split))
+        if shards < world * workers:
+            log.warning(
+                "%s: %d shards < %d ranks x %d workers: consumers read overlapping shards this epoch "
+                "(sampling with replacement); shard with a smaller --samples-per-shard",
+                part.name,
+                shards,
+                world,
+                workers,
+            )
+    return make_loader(train_pipeline(cfg, data, plan, epoch, skip), cfg.data.workers)
 
 
 def make_loader(pipeline, workers: int):

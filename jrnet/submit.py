@@ -38,6 +38,7 @@ import sys
 import time
 from pathlib import Path
 
+from jrnet.location import Location
 from jrnet.preemption import EXIT_BAD_INPUT, EXIT_REQUEUE, MAX_REQUEUES
 
 # A non-zero rank that checkpointed waits this long for rank 0's `scontrol requeue` to end it.
@@ -180,7 +181,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     t = p.add_argument_group("training (as launch.py)")
     t.add_argument("--config", required=True, help="YAML file or a name in configs/")
-    t.add_argument("--shards", required=True, help="folder written by pipeline/shard.py")
+    t.add_argument("--shards", required=True, help="folder written by pipeline/shard.py, or its URL / pipe:")
     t.add_argument("--output", required=True, help="run folder; keep it to resume a run")
     t.add_argument("--max-steps", type=int, default=None)
     t.add_argument("--resume", default="auto", help="first run: auto, none or a checkpoint (requeues: auto)")
@@ -224,7 +225,7 @@ def make_job(args: argparse.Namespace) -> TrainJob:
     resume = args.resume if args.resume in ("auto", "none") else _absolute(args.resume)
     return TrainJob(
         config=config,
-        shards=_absolute(args.shards),
+        shards=_absolute(args.shards) if Location(args.shards).is_local else args.shards,  # a URL stays a URL
         output=_absolute(args.output),
         overrides=list(args.overrides),
         max_steps=args.max_steps,

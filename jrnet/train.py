@@ -22,11 +22,10 @@ from jrnet.config import Config
 from jrnet.distributed import DistEnv, average_buffers, init_distributed, max_over_ranks, mean_over_ranks
 from jrnet.engine import build_engine, resolve_precision, zero_stage
 from jrnet.evaluate import evaluate_split
-from jrnet.feature_cache import open_cache
 from jrnet.metrics import format_table
+from jrnet.mix import Mix
 from jrnet.model import build_jrnet, mask_loss, model_kwargs, trunk_identity
 from jrnet.preemption import StopSignal
-from jrnet.shards import ShardSet
 from jrnet.stream import LoaderPlan, TrainStream
 from jrnet.tracking import RunLogger, new_run_id
 from jrnet.visualize import gallery
@@ -59,13 +58,10 @@ def train(
         level=logging.INFO if env.is_main else logging.WARNING,
         format=f"%(asctime)s [rank {env.rank}] %(message)s",
     )
-    shards = ShardSet.open(shards_dir, cfg.data.dataset)
-    shards.check_max_words(cfg)
-    shards.check_gpu_decode(cfg)
-    if env.is_main and (warning := shards.resize_warning(cfg)):
-        log.warning(warning)
-    if cfg.data.feature_cache:
-        shards = open_cache(shards, cfg)  # the trunk is skipped: its cached levels come from the shards
+    data = Mix.open(shards_dir, cfg)  # with data.feature_cache the trunk is skipped: its levels come from the shards
+    for warning in filter(None, (part.shards.resize_warning(cfg) for part in data.parts)):
+        if env.is_main:
+            log.warning(warning)
     out = Path(output)
     ckdir = out / "checkpoints"
     if env.is_main:
@@ -74,7 +70,7 @@ def train(
     start = checkpoint.resolve(resume, ckdir)
     checkpoint.set_aside_newer(ckdir, start, env)
     universal = start is not None and checkpoint.needs_universal(start, env.world_size)
-    trainer = Trainer(cfg, env, shards, out, stop, load_universal=universal)
+    trainer = Trainer(cfg, env, data, out, stop, load_universal=universal)
     if start is not None:
         trainer.resume(checkpoint.make_universal(start, env) if universal else start)
     return trainer.fit(min(cfg.train.total_steps, max_steps or cfg.train.total_steps))
@@ -104,14 +100,14 @@ class Window:
 
 
 class Trainer:
-    def __init__(self, cfg: Config, env: DistEnv, shards: ShardSet, out: Path, stop: StopSignal, load_universal: bool):
-        self.cfg, self.env, self.shards, self.out, self.stop = cfg, env, shards, out, stop
-        self.plan = LoaderPlan.make(cfg, shards.split(cfg.data.train_split)["samples"], env.world_size)
-        model = build_jrnet(cfg, shards.vocab_size(), shards.glove(cfg.model.glove))
+    def __init__(self, cfg: Config, env: DistEnv, data: Mix, out: Path, stop: StopSignal, load_universal: bool):
+        self.cfg, self.env, self.data, self.out, self.stop = cfg, env, data, out, stop
+        self.plan = LoaderPlan.make(cfg, data.train_samples(cfg.data.train_split), env.world_size)
+        model = build_jrnet(cfg, data.vocab_size(), data.glove(cfg.model.glove))
         self.trunk = trunk_identity(cfg, model.backbone.trunk)
         self.engine = build_engine(cfg, model, env.world_size, self.plan.micro_batch, load_universal=load_universal)
         torch.manual_seed(cfg.train.seed + env.rank)  # same init on every rank (above), own dropout masks from here
-        self.stream = TrainStream(cfg, shards, self.plan, env.world_size)
+        self.stream = TrainStream(cfg, data, self.plan, env.world_size)
         self.step, self.run_id = 0, new_run_id()
         self.skipped: dict[tuple[int, int], int] = {}  # (epoch, worker) -> broken samples skipped so far
         self.logger: RunLogger | None = None
@@ -257,28 +253,29 @@ class Trainer:
         average_buffers(self.engine.module)  # every rank evaluates, and saves, the same BatchNorm statistics
         self.engine.eval()
         results, images = {}, {}
-        for split in cfg.data.eval_splits:
+        for label, part, tokens, split in self.data.eval_targets(cfg.data.eval_splits):  # label: val, or unc/val
             summary, panels = evaluate_split(
                 self.engine,
                 cfg,
-                self.shards,
+                part.shards,
                 split,
                 self.env.device,
                 batch_size=self.plan.micro_batch,
                 overlays=cfg.log.overlays if self.env.is_main else 0,
                 stop=self.stop,
+                tokens=tokens,
             )
             if summary is None:
                 self.engine.train()
                 signalled = self.stop_requested()
-                log.info("signal %d: evaluation of %s at step %d abandoned", signalled, split, step)
+                log.info("signal %d: evaluation of %s at step %d abandoned", signalled, label, step)
                 return None, signalled
-            results[split] = summary
-            images[f"overlays/{split}"] = panels
+            results[label] = summary
+            images[f"overlays/{label}"] = panels
             if self.env.is_main and panels:
                 folder = self.out / "overlays"
                 folder.mkdir(exist_ok=True)
-                gallery([p for p, _ in panels]).save(folder / f"{split}_step{step:08d}.png")
+                gallery([p for p, _ in panels]).save(folder / f"{label.replace('/', '_')}_step{step:08d}.png")
         self.engine.train()
         if self.env.is_main:
             record = {"step": step, **flatten({"eval": results})}

@@ -63,10 +63,18 @@ class Vocab:
     def from_file(cls, path: str | Path) -> Vocab:
         """Read a `vocab.json` (`{"words": [...]}`) written by `pipeline/shard.py`."""
         try:
-            data = json.loads(Path(path).read_text(encoding="utf-8"))
-            words = data["words"]
-        except (OSError, ValueError, KeyError, TypeError) as error:
+            text = Path(path).read_text(encoding="utf-8")
+        except OSError as error:
             raise ValueError(f"{path}: not a vocabulary file ({error})") from error
+        return cls.from_json(text, str(path))
+
+    @classmethod
+    def from_json(cls, text: str, source: str) -> Vocab:
+        """A `vocab.json`'s text; `source` names it in the error."""
+        try:
+            words = json.loads(text)["words"]
+        except (ValueError, KeyError, TypeError) as error:
+            raise ValueError(f"{source}: not a vocabulary file ({error})") from error
         return cls(words)
 
     def to_json(self) -> str:

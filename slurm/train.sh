@@ -11,7 +11,7 @@
 #
 # Environment (read at submission, sbatch exports it to the job):
 #   CONFIG    YAML file or a name in configs/            (default configs/paper_448.yaml)
-#   SHARDS    folder written by pipeline/shard.py         (default shards)
+#   SHARDS    folder written by pipeline/shard.py, or its http(s):// prefix or pipe: command (default shards)
 #   OUTPUT    run folder: checkpoints/, metrics.jsonl      (default runs/$SLURM_JOB_NAME; keep it the same
 #             across resubmissions: a new job with the same OUTPUT also resumes from its latest checkpoint)
 #   REPO      repository root holding launch.py           (default: the folder sbatch was run from)

@@ -13,14 +13,17 @@ from PIL import Image
 
 from jrnet.config import load_config
 from jrnet.eval_stream import eval_loader
-from jrnet.shard_format import IMAGE, MASK, META, Manifest, ShardEntry, SplitEntry, write_manifest, write_tar
+from jrnet.shard_format import IMAGE, MASK, META, VOCAB, Manifest, ShardEntry, SplitEntry, write_manifest, write_tar
 from jrnet.shards import ShardSet
 from jrnet.stream import LoaderPlan, train_loader
+from jrnet.vocab import PAD, UNK, Vocab
 
 
-def write_shards(root, shards: int, per_shard: int, split: str = "train") -> None:
-    """Tiny hand-made shards through the shard format's own writers (two sentences per ref)."""
-    folder = root / "synthetic"
+def write_shards(
+    root, shards: int, per_shard: int, split: str = "train", dataset: str = "synthetic", words=("red", "circle")
+) -> None:
+    """Tiny hand-made shards through the shard format's own writers (two sentences per ref, both `words`)."""
+    folder = root / dataset
     folder.mkdir(parents=True, exist_ok=True)
     entries, ref = [], 0
     for s in range(shards):
@@ -40,7 +43,8 @@ def write_shards(root, shards: int, per_shard: int, split: str = "train") -> Non
         shards=entries, samples=ref, sentences=2 * ref, truncated_sentences=0, missing_images=[], empty_masks=[]
     )
     options = {"max_words": 8}
-    write_manifest(folder, Manifest(dataset="synthetic", options=options, vocab_size=4, splits={split: split_entry}))
+    write_manifest(folder, Manifest(dataset=dataset, options=options, vocab_size=4, splits={split: split_entry}))
+    (folder / VOCAB).write_text(Vocab([PAD, UNK, *words]).to_json())
 
 
 def dumps(meta: dict) -> bytes:

@@ -8,6 +8,7 @@ import shutil
 import pytest
 import torch
 from distributed_run import launch, losses
+from shard_server import ShardServer
 
 from jrnet.backbone import build_trunk
 from jrnet.config import ConfigError, load_config
@@ -94,3 +95,22 @@ def test_resharding_makes_the_cache_stale(cached, synthetic_root, tmp_path):
     with pytest.raises(DataError, match=r"feature cache .* is stale: the image shards were written again"):
         open_cache(ShardSet.open(copy, "synthetic"), cfg)
     assert open_cache(ShardSet.open(shards, "synthetic"), cfg).manifest["features"]  # the untouched copy still fits
+
+
+def test_cache_made_from_shards_over_http_equals_the_local_one(cached, synthetic_shards, tmp_path):
+    """`pipeline/shard.py synthetic --features CONFIG --shards URL`: byte for byte the cache made beside local
+    shards; copied beside the served shards, a run reading them over HTTP finds it."""
+    shards, weights, cfg = cached
+    config_file = tmp_path / "features.yaml"
+    config_file.write_text(f"extends: tiny\nmodel:\n  backbone_weights: {weights}\n")
+    with ShardServer(synthetic_shards) as s:
+        argv = ["synthetic", "--features", str(config_file), "--shards", s.url, "--out", str(tmp_path / "out")]
+        assert shard_main(argv) == 0
+    made, local = tmp_path / "out" / "synthetic" / "features", shards / "synthetic" / "features"
+    tars = sorted(p.relative_to(made) for p in made.rglob("*.tar"))
+    assert tars and tars == sorted(p.relative_to(local) for p in local.rglob("*.tar"))
+    assert all((made / tar).read_bytes() == (local / tar).read_bytes() for tar in tars)
+    with ShardServer(shards) as s:  # the local copy holds the cache beside the image shards
+        features = open_cache(ShardSet.open(s.url, "synthetic", cfg.data), cfg)
+        assert features.manifest["features"] == open_cache(ShardSet.open(shards, "synthetic"), cfg).manifest["features"]
+        assert len(list(features.samples(features.entries("val")[0]))) > 0

@@ -3,6 +3,8 @@
     python pipeline/shard.py {unc,unc+,gref,referit,synthetic} [--data-root data/] [--out shards/]
         [--workers N] [--max-words 25] [--glove glove.840B.300d.txt] [--samples-per-shard 500]
         [--skip-missing] [--split-by google] [--num-images 2000 --seed 0 (synthetic)] [--features CONFIG]
+    python pipeline/shard.py DATASET --features CONFIG --shards FOLDER_OR_URL [--out DIR]
+        (no sharding: the feature cache of shards that exist, wherever they live, written under DIR)
 
 Output under <out>/<dataset>/ (dataset = unc, unc+, gref, gref_google, referit, synthetic): the layout of
 jrnet/shard_format.py, `manifest.json` written last.
@@ -32,6 +34,7 @@ from jrnet.prep.plan import InputError, SplitPlan, plan_shards, train_vocab
 from jrnet.prep.refer import DATASETS, Refer, ReferError, dataset_spec
 from jrnet.prep.write import ShardResult, build_manifest, prepare_out_dir, read_glove_file, run_tasks, write_glove
 from jrnet.shard_format import MANIFEST, VOCAB, write_manifest
+from jrnet.shards import DataError, ShardSet
 
 DEFAULT_SAMPLES_PER_SHARD = 500
 
@@ -130,6 +133,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         metavar="CONFIG",
         help="also cache the frozen backbone's features for this training config (jrnet/feature_cache.py)",
     )
+    parser.add_argument(
+        "--shards",
+        metavar="FOLDER_OR_URL",
+        help="with --features: no sharding; make the feature cache of the shards already at this folder, http(s) "
+        "prefix or pipe: command (README), written under --out/<dataset>/features/ to be copied beside them",
+    )
     generator = parser.add_argument_group("synthetic (generated under --data-root when absent)")
     generator.add_argument("--num-images", type=positive_int, help=f"default {synthetic.SyntheticOptions.num_images}")
     generator.add_argument("--seed", type=int, help=f"default {synthetic.SyntheticOptions.seed}")
@@ -169,6 +178,8 @@ def run(args: argparse.Namespace) -> int:
     if features_config is not None:
         check_cacheable(features_config)  # before anything is written
     spec = dataset_spec(args.dataset, args.split_by)
+    if args.shards:
+        return features_of_existing_shards(args, features_config, spec.folder)
     options: dict[str, Any] = {
         "split_by": spec.split_by,
         "max_words": args.max_words,
@@ -200,11 +211,21 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def features_of_existing_shards(args: argparse.Namespace, cfg, dataset: str) -> int:
+    if cfg is None:
+        raise InputError("--shards is for making a feature cache of existing shards: give --features CONFIG too")
+    source = ShardSet.open(args.shards, dataset, cfg.data)
+    root = write_feature_cache(cfg, args.out / dataset, source=source)
+    if not source.root.is_local:
+        print(f"copy {root} to {source.root / root.relative_to(args.out / dataset).as_posix()} to train from there")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         return run(args)
-    except (InputError, ReferError, ConfigError) as error:
+    except (InputError, ReferError, ConfigError, DataError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     except OSError as error:  # disk full, quota, permissions: finished shards stay valid, a rerun resumes
