@@ -7,6 +7,10 @@ by the next colour (shape) in a fixed order: "the red square on the left" -> "th
 A model that reads the word changes its prediction (to another object, or to nothing); one that ignores it keeps
 it. Printed per expression kind and word class: mean IoU against the ground truth with the original and with the
 swapped sentence, and the share of sentences whose two predictions agree (IoU > 0.8 between them).
+
+Then, from the generator itself (no model): of the extreme-position expressions it can write with a colour or
+shape word ("the red square on the left"), the share whose target is also the extreme without those words (the
+leftmost of everything of its size class), i.e. where a model that ignores colour and shape is still right.
 """
 
 from __future__ import annotations
@@ -16,11 +20,13 @@ import json
 from collections import defaultdict
 from itertools import islice
 
+import numpy as np
 import torch
 import webdataset as wds
 
 from jrnet.inference import load
-from jrnet.prep.scenes import COLOURS, SHAPES
+from jrnet.prep.expressions import DIRECTIONS, attribute_sets, is_extreme, matches
+from jrnet.prep.scenes import ATTRIBUTES, COLOURS, SHAPES, sample_scene
 from jrnet.samples import decode_image, decode_mask, encode_tokens
 from jrnet.shard_format import IMAGE, MASK, META
 from jrnet.shards import ShardSet
@@ -38,6 +44,25 @@ def swapped(words: list[str], group: list[str]) -> list[str] | None:
         if word in group:
             return [*words[:i], group[(group.index(word) + 1) % len(group)], *words[i + 1 :]]
     return None
+
+
+def redundant_share(scenes: int = 3000, seed: int = 1) -> tuple[int, float]:
+    """(candidates, share) of generated extreme-position expressions whose colour/shape words are redundant."""
+    rng = np.random.default_rng(seed)
+    total = redundant = 0
+    for _ in range(scenes):
+        things = sample_scene(rng, 128, 128, list(COLOURS))
+        for target in things:
+            for attrs in attribute_sets(ATTRIBUTES):
+                group = matches(things, target, attrs)
+                if len(group) < 2 or not {"colour", "shape"} & set(attrs):
+                    continue
+                without = matches(things, target, [a for a in attrs if a not in ("colour", "shape")])
+                for direction in DIRECTIONS:
+                    if is_extreme(group, target, direction):
+                        total += 1
+                        redundant += is_extreme(without, target, direction)
+    return total, redundant / total
 
 
 @torch.no_grad()
@@ -74,6 +99,11 @@ def main() -> None:
     print("| --- | --- | ---: | ---: | ---: | ---: |")
     for (kind, name), (before, after, same, n) in sorted(totals.items()):
         print(f"| {kind} | {name} | {n} | {before / n:.2f} | {after / n:.2f} | {same / n:.0%} |")
+    candidates, share = redundant_share()
+    print(
+        f"generator: {share:.0%} of {candidates} extreme-position expressions naming a colour or shape are right "
+        "without those words"
+    )
 
 
 if __name__ == "__main__":
