@@ -18,6 +18,7 @@ HTTP is read with urllib rather than webdataset's `gopen` (curl): that curl has 
 
 from __future__ import annotations
 
+import abc
 import http.client
 import os
 import select
@@ -158,13 +159,14 @@ def open_http(where: Location, timeout: float) -> BinaryIO:
     return CheckedHttp(response, str(where))
 
 
-class Stream:
+class Stream(abc.ABC):
     """A remote file's bytes, closed by `with`, shown as its location in webdataset's and our error messages."""
 
     name: str
 
+    @abc.abstractmethod
     def close(self) -> None:
-        raise NotImplementedError
+        """Release the connection or the command (each kind of stream has its own)."""
 
     def __enter__(self):
         return self
