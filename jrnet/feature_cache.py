@@ -26,7 +26,7 @@ from jrnet.samples import decode_image
 from jrnet.shard_format import IMAGE, LEVELS, MANIFEST, shard_checksums, write_manifest, write_tar
 from jrnet.shards import DataError, ShardSet, read_manifest_at
 
-PREPROCESS = "rgb-resize-bilinear-square-imagenet-normalize"  # jrnet.samples.decode_image
+PREPROCESS = "rgb-resize-bilinear-antialias-torchvision-square-imagenet-normalize"  # jrnet.samples.decode_image
 
 
 def check_cacheable(cfg: Config) -> None:

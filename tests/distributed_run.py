@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -9,6 +10,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+import psutil
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -53,10 +56,37 @@ def launch(args: list[str], ranks: int = 2, timeout: int = 300, check: bool = Tr
             *args,
         ]
         e = env()
-    proc = subprocess.run(cmd, cwd=ROOT, env=e, capture_output=True, text=True, timeout=timeout)
+    proc = run_or_dump(cmd, e, timeout)
     if check and proc.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} exited {proc.returncode}\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
     return proc
+
+
+def run_or_dump(cmd: list[str], e: dict, timeout: float) -> subprocess.CompletedProcess:
+    """subprocess.run, except that a hang fails with every process's Python stack (py-spy) and the output's tail,
+    and takes the whole process tree down (the launcher's ranks and their loader workers too)."""
+    with subprocess.Popen(cmd, cwd=ROOT, env=e, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as p:
+        try:
+            out, err = p.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            family = [p.pid, *(c.pid for c in psutil.Process(p.pid).children(recursive=True))]
+            stacks = [stack(pid) for pid in family]
+            for pid in family:
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    psutil.Process(pid).kill()
+            out, err = p.communicate()
+            raise AssertionError(
+                f"{' '.join(cmd)} hung for {timeout} s\n" + "\n".join(stacks) + f"\n{out[-3000:]}\n{err[-3000:]}"
+            ) from None
+    return subprocess.CompletedProcess(cmd, p.returncode, out, err)
+
+
+def stack(pid: int) -> str:
+    spy = BIN / "py-spy"
+    if not spy.exists():
+        return f"pid {pid}: (py-spy not installed)"
+    dump = subprocess.run([str(spy), "dump", "--pid", str(pid)], capture_output=True, text=True, timeout=60)
+    return f"pid {pid}:\n{dump.stdout}{dump.stderr}"
 
 
 def wait_for_step(output: Path, step: int, proc: subprocess.Popen, timeout: float = 120) -> None:

@@ -53,6 +53,34 @@ def test_an_image_stored_at_the_models_size_is_decoded_to_the_same_pixels_as_pil
     assert fast.dtype == torch.uint8 and torch.equal(fast, pil)
 
 
+def test_an_image_of_another_size_is_resized_within_two_levels_of_pils_bilinear_resize():
+    """The loader's torchvision decode + antialiased resize against PIL's (what shards made with --train-size
+    store): same size, no pixel more than 2 levels apart, on average well under one level."""
+    data = jpeg(4, size=(121, 148))
+    fast = decode_image(data, 96).to(torch.int16)
+    pil = Image.open(io.BytesIO(data)).convert("RGB").resize((96, 96), Image.BILINEAR)
+    pil = torch.from_numpy(np.asarray(pil)).permute(2, 0, 1).to(torch.int16)
+    assert fast.shape == (3, 96, 96) and (fast - pil).abs().max() <= 2 and (fast - pil).abs().float().mean() < 0.5
+
+
+def test_a_png_image_decodes_like_a_jpeg_one():
+    """`jrnet.predict` takes any image file: a PNG goes through the same decode."""
+    pixels = np.random.default_rng(5).integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, "PNG")
+    assert torch.equal(decode_image(buffer.getvalue(), 32), torch.from_numpy(pixels).permute(2, 0, 1))
+
+
+def test_an_8_bit_mask_is_thresholded_between_127_and_128():
+    from jrnet.samples import decode_mask
+
+    levels = np.array([[0, 127, 128, 255]], np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(levels).save(buffer, "PNG")
+    mask = decode_mask(buffer.getvalue())
+    assert mask.dtype == torch.bool and mask.tolist() == [[False, False, True, True]]
+
+
 def test_masks_of_both_shard_formats_decode_alike():
     """Format 2 stores 1-bit masks; shards of format 1 (8-bit 0/255) still read the same."""
     from jrnet.samples import decode_mask
