@@ -74,7 +74,10 @@ def run_or_dump(cmd: list[str], e: dict, timeout: float) -> subprocess.Completed
             for pid in family:
                 with contextlib.suppress(psutil.NoSuchProcess):
                     psutil.Process(pid).kill()
-            out, err = p.communicate()
+            try:
+                out, err = p.communicate(timeout=30)
+            except subprocess.TimeoutExpired:  # a process outside the tree still holds the pipes
+                out, err = "", ""
             raise AssertionError(
                 f"{' '.join(cmd)} hung for {timeout} s\n" + "\n".join(stacks) + f"\n{out[-3000:]}\n{err[-3000:]}"
             ) from None
@@ -85,7 +88,10 @@ def stack(pid: int) -> str:
     spy = BIN / "py-spy"
     if not spy.exists():
         return f"pid {pid}: (py-spy not installed)"
-    dump = subprocess.run([str(spy), "dump", "--pid", str(pid)], capture_output=True, text=True, timeout=60)
+    try:
+        dump = subprocess.run([str(spy), "dump", "--pid", str(pid)], capture_output=True, text=True, timeout=60)
+    except subprocess.TimeoutExpired:
+        return f"pid {pid}: (py-spy timed out)"
     return f"pid {pid}:\n{dump.stdout}{dump.stderr}"
 
 
