@@ -23,10 +23,10 @@ def tile(vector: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
 class Conv3dFusion(nn.Module):
     """Stack the levels on a depth axis; Conv3d (k=3, no depth padding) + BN + ReLU + Dropout collapses them."""
 
-    def __init__(self, channels: int, levels: int, dropout: float):
+    def __init__(self, channels: int, levels: int, dropout: float, in_channels: int | None = None):
         super().__init__()
         self.block = nn.Sequential(
-            nn.Conv3d(channels, channels, kernel_size=(levels, 3, 3), padding=(0, 1, 1), bias=False),
+            nn.Conv3d(in_channels or channels, channels, kernel_size=(levels, 3, 3), padding=(0, 1, 1), bias=False),
             nn.BatchNorm3d(channels),
             nn.ReLU(inplace=True),
             nn.Dropout(dropout),
@@ -40,6 +40,8 @@ class CMMLF(nn.Module):
     """Y^i = X_v^i + sum_{j != i} Lambda_ij * X_v^src, Lambda_ij = sigmoid(BN(conv3x3([X_v^i ; tile(X_lavg^j)]))).
 
     src = i (paper, eq. 4, default) or j (`cmmlf_gate_source: authors`, what the authors' code computes).
+    `cmmlf_sentence` (not in the paper): each Y^i enters the Conv3D fusion beside its tiled X_lavg^i, a direct route
+    from the sentence to the fused map like the concat fusion's (BENCHMARKS.md 8d: CMMLF alone learns slowly).
     """
 
     def __init__(self, cfg: ModelConfig, levels: int = 3):
@@ -51,13 +53,16 @@ class CMMLF(nn.Module):
             for _ in self.pairs
         )
         self.source_j = cfg.cmmlf_gate_source == "authors"
-        self.fuse = Conv3dFusion(c, levels, cfg.fusion_dropout)
+        self.with_sentence = cfg.cmmlf_sentence
+        self.fuse = Conv3dFusion(c, levels, cfg.fusion_dropout, in_channels=2 * c if self.with_sentence else c)
 
     def forward(self, visual: list[torch.Tensor], sentence: list[torch.Tensor]) -> torch.Tensor:
         refined = list(visual)
         for (i, j), gate in zip(self.pairs, self.gates, strict=True):
             weight = gate(torch.cat([visual[i], tile(sentence[j], visual[i])], dim=1))
             refined[i] = refined[i] + weight * visual[j if self.source_j else i]
+        if self.with_sentence:
+            refined = [torch.cat([y, tile(s, y)], dim=1) for y, s in zip(refined, sentence, strict=True)]
         return self.fuse(refined)
 
 

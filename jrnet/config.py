@@ -52,6 +52,7 @@ class ModelConfig:
     jrm_shared: bool = False  # one encoder for the three levels instead of one per level
     attention: str = "sdpa"  # sdpa (fused) | eager (explicit softmax, for benchmark/equality test only)
     cmmlf_gate_source: str = "paper"  # paper: Lambda_ij * X_v^i (eq. 4) | authors: Lambda_ij * X_v^j
+    cmmlf_sentence: bool = False  # not in the paper: the Conv3D fusion also reads each level's tiled sentence
     fusion_dropout: float = 0.1
     aspp_rates: tuple[int, ...] = (6, 12, 24)
     aspp_dropout: float = 0.5  # after the ASPP projection (DeepLabv3, torchvision's fixed value)

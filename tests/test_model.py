@@ -143,6 +143,22 @@ def test_jrm_layers_count_and_shared_encoder_gets_gradient(layers):
     assert_gradients(shared)  # including every layer of the one encoder the three levels share
 
 
+@pytest.mark.parametrize("with_sentence", [False, True])
+def test_cmmlf_sentence_gives_the_fusion_a_route_from_the_sentence_past_the_gates(with_sentence):
+    """With every gate held at a constant (conv weights 0), eq. 4's Y^i no longer depend on the sentence: the fused
+    map then changes with the sentence only when `cmmlf_sentence` hands the Conv3D fusion the tiled X_lavg^i."""
+    torch.manual_seed(0)
+    c = 8
+    fusion = build_fusion("cmmlf", small_config(channels=c, cmmlf_sentence=with_sentence)).eval()
+    for gate in fusion.gates:
+        torch.nn.init.zeros_(gate[0].weight)
+    assert fusion.fuse.block[0].in_channels == (2 * c if with_sentence else c)
+    visual = [torch.randn(2, c, 5, 6) for _ in range(3)]
+    with torch.no_grad():
+        one, other = (fusion(visual, [torch.randn(2, c) for _ in range(3)]) for _ in range(2))
+    assert torch.equal(one, other) != with_sentence
+
+
 @pytest.mark.parametrize("source", ["paper", "authors"])
 def test_cmmlf_computes_eq_3_and_4(source):
     """Eq. 3: Lambda_ij = sigmoid(BN(conv3x3([X_v^i ; tile(X_lavg^j)]))); eq. 4: Y^i = X_v^i + sum_{j != i}
