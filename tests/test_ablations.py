@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import re
-import subprocess
 import sys
 
 import pytest
-from distributed_run import ROOT, env
+from distributed_run import ROOT, env, run_or_dump
 
 pytestmark = pytest.mark.slow
 
@@ -16,7 +15,7 @@ def test_ablation_table_over_seeds_and_reuse(synthetic_shards, tmp_path):
     cmd = [sys.executable, str(ROOT / "bench" / "ablations.py"), "--shards", str(synthetic_shards), "--config",
            "tiny", "--ranks", "1", "--seeds", "0", "1", "--rows", "baseline", "jrnet", "--out", str(tmp_path),
            "train.total_steps=2", "data.eval_limit=4"]  # fmt: skip
-    first = subprocess.run(cmd, cwd=ROOT, env=env(), capture_output=True, text=True, timeout=600)
+    first = run_or_dump(cmd, env(), timeout=600)
     assert first.returncode == 0, first.stderr[-2000:]
     assert first.stdout.count("(trained:") == 4
     rows = [line for line in first.stdout.splitlines() if line.startswith(("| baseline", "| jrnet"))]
@@ -24,5 +23,5 @@ def test_ablation_table_over_seeds_and_reuse(synthetic_shards, tmp_path):
     cells = re.findall(r"(\d+\.\d\d) ± (\d+\.\d\d)", rows[0])
     assert len(cells) == 6  # prec@0.5..0.9 and overall IoU, each mean ± half range
     assert re.search(r"JRNet - baseline, overall IoU, paired by seed: -?\d+\.\d\d ± \d+\.\d\d points", first.stdout)
-    again = subprocess.run(cmd, cwd=ROOT, env=env(), capture_output=True, text=True, timeout=600)
+    again = run_or_dump(cmd, env(), timeout=600)
     assert again.stdout.count("(reused:") == 4 and [r for r in again.stdout.splitlines() if r in rows] == rows

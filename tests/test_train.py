@@ -6,13 +6,22 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import subprocess
 from datetime import datetime
 from pathlib import Path
 
 import numpy as np
 import pytest
-from distributed_run import BIN, ROOT, env, free_port, launch, launch_with_patched_save, losses, run_args
+from distributed_run import (
+    BIN,
+    ROOT,
+    env,
+    free_port,
+    launch,
+    launch_with_patched_save,
+    losses,
+    run_args,
+    run_or_dump,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -123,7 +132,7 @@ def test_bf16_autocasts_every_trained_conv_and_linear(synthetic_shards, tmp_path
     out = tmp_path / "run"
     args = run_args(synthetic_shards, out, "train.precision=bf16", "train.grad_accum_steps=2", "--max-steps", "2")
     cmd = [str(BIN / "deepspeed"), "--num_gpus", "2", "--master_port", str(free_port()), str(script), *args]
-    proc = subprocess.run(cmd, cwd=ROOT, env=env(), capture_output=True, text=True, timeout=300)
+    proc = run_or_dump(cmd, env(), timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     check_batch_arithmetic(proc.stdout + proc.stderr, out, synthetic_shards, 2, 2, "bf16", 1)
     values = losses(out)
