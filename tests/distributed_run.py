@@ -69,11 +69,12 @@ def run_or_dump(cmd: list[str], e: dict, timeout: float) -> subprocess.Completed
         try:
             out, err = p.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
-            family = [p.pid, *(c.pid for c in psutil.Process(p.pid).children(recursive=True))]
-            stacks = [stack(pid) for pid in family]
-            for pid in family:
+            root = psutil.Process(p.pid)
+            family = [root, *root.children(recursive=True)]
+            stacks = [stack(process.pid) for process in family]
+            for process in family:
                 with contextlib.suppress(psutil.NoSuchProcess):
-                    psutil.Process(pid).kill()
+                    process.kill()
             try:
                 out, err = p.communicate(timeout=30)
             except subprocess.TimeoutExpired:  # a process outside the tree still holds the pipes
