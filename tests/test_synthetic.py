@@ -20,9 +20,11 @@ from jrnet.prep.expressions import (
     relation_expressions,
     unique_expressions,
 )
+from jrnet.prep.plan import InputError
 from jrnet.prep.refer import Refer, dataset_spec, ref_mask
 from jrnet.prep.scenes import COLOURS, SHAPES, Thing, overlapping_parts_segmentation, polygon_segmentation
-from jrnet.prep.synthetic import SyntheticOptions, existing_options, generate, main
+from jrnet.prep.shard import ensure_synthetic
+from jrnet.prep.synthetic import SyntheticOptions, existing_options, generate, main, split_of_images
 
 BIG_AREA = 340  # px: every small shape is below (circle r 9.5: 283 px), every big one above (diamond r 15: 450)
 ORDINAL_WORDS = ("first", "second", "third", "fourth", "fifth")
@@ -340,3 +342,27 @@ def test_cli_writes_the_set_and_rejects_too_few_images(tmp_path, capsys):
 def test_every_split_gets_an_image_even_in_the_smallest_set(tmp_path, num_images):
     generate(tmp_path, SyntheticOptions(num_images=num_images, seed=0))
     assert {ref["split"] for ref in load(tmp_path).refs} == {"train", "val", "testA", "testB"}
+
+
+@pytest.mark.parametrize(("num_images", "train"), [(2000, 1600), (10000, 9600)])
+def test_a_larger_set_adds_training_images_only(num_images, train):
+    splits = Counter(split_of_images(np.random.default_rng(0), num_images))
+    assert splits == {"train": train, "val": 200, "testA": 100, "testB": 100}
+
+
+def test_a_2000_image_set_is_split_as_generator_version_1_did():
+    # version 1: round(share * num_images) images per evaluation split, then one permutation of the labels
+    labels = ["train"] * 1600 + ["val"] * 200 + ["testA"] * 100 + ["testB"] * 100
+    version_1 = [labels[i] for i in np.random.default_rng(7).permutation(2000)]
+    assert split_of_images(np.random.default_rng(7), 2000) == version_1
+
+
+def test_a_version_1_set_larger_than_2000_images_is_refused_not_reused(tmp_path):
+    folder = tmp_path / "synthetic"
+    folder.mkdir()
+    (folder / "refs(unc).p").write_bytes(pickle.dumps([]))
+    (folder / "generator.json").write_text(json.dumps({"generator_version": 1, "num_images": 3000, "seed": 0}))
+    with pytest.raises(InputError, match=r"generator.json: made by generator version 1"):
+        ensure_synthetic(tmp_path, None, None)
+    (folder / "generator.json").write_text(json.dumps({"generator_version": 1, "num_images": 2000, "seed": 0}))
+    assert ensure_synthetic(tmp_path, None, None) == SyntheticOptions(2000, 0)

@@ -48,8 +48,11 @@ from jrnet.prep.scenes import (
     sample_scene,
 )
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2  # 2: the evaluation splits stop growing at EVAL_SPLITS_OF images (sets <= 2000 unchanged)
 SPLITS = (("val", 0.10), ("testA", 0.05), ("testB", 0.05))  # the rest is train
+# A larger set adds training images only: its val/testA/testB are the size of a 2000-image set's, so evaluation
+# costs the same whatever the set's size (the demo trains on 10,000 images, BENCHMARKS.md 8f).
+EVAL_SPLITS_OF = 2000
 REFS_PER_IMAGE = 3
 JPEG_QUALITY = 90
 
@@ -95,8 +98,8 @@ class Counters:
 
 
 def split_of_images(rng: np.random.Generator, num_images: int) -> list[str]:
-    """80/10/5/5 by image, every split non-empty."""
-    counts = {split: max(1, round(share * num_images)) for split, share in SPLITS}
+    """80/10/5/5 by image up to EVAL_SPLITS_OF images, every split non-empty; beyond it the rest is train."""
+    counts = {split: max(1, round(share * min(num_images, EVAL_SPLITS_OF))) for split, share in SPLITS}
     labels = ["train"] * (num_images - sum(counts.values()))
     for split, count in counts.items():
         labels += [split] * count
@@ -234,6 +237,15 @@ def existing_options(data_root: str | Path) -> SyntheticOptions | None:
         return SyntheticOptions(num_images=recorded["num_images"], seed=recorded["seed"])
     except (OSError, ValueError, KeyError):
         return SyntheticOptions(num_images=-1, seed=-1)  # made by something else: options unknown
+
+
+def splits_outdated(data_root: str | Path, options: SyntheticOptions) -> bool:
+    """True for a set whose splits this generator would draw differently (version 1, more than 2000 images)."""
+    try:
+        version = json.loads(generator_path(data_root).read_text()).get("generator_version")
+    except (OSError, ValueError):
+        return False
+    return version == 1 and options.num_images > EVAL_SPLITS_OF
 
 
 def main(argv: Sequence[str] | None = None) -> int:
