@@ -17,9 +17,8 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 # The main job on the embedded default: generate -> shard -> train on 2 DeepSpeed ranks -> evaluate.
-# 10,000 images: with the default 2000 the demo model overfits (BENCHMARKS.md 8f); val/testA/testB stay 400 images.
-# 137 refs per shard: the 26,238 train refs make 192 shards, 96 per rank (the last holds 71), so each rank
-# sees its own refs once per epoch.
+# 137 refs per shard: the 4384 train refs make 32 equal shards, 16 per rank, so each rank sees its own refs
+# once per epoch (with unequal shares a rank tops up from the next epoch).
 DEMO_DATA   ?= data
 DEMO_SHARDS ?= shards
 DEMO_OUT    ?= runs/demo
@@ -27,7 +26,7 @@ DEMO_OUT    ?= runs/demo
 demo: setup
 	@set -e; start=$$(date +%s); \
 	$(BIN)/python pipeline/shard.py synthetic --data-root $(DEMO_DATA) --out $(DEMO_SHARDS) --workers 2 --max-words 12 \
-		--num-images 10000 --samples-per-shard 137; \
+		--samples-per-shard 137; \
 	$(BIN)/deepspeed --num_gpus 2 launch.py --config configs/demo.yaml --shards $(DEMO_SHARDS) \
 		--output $(DEMO_OUT) --resume auto; \
 	$(BIN)/python -m jrnet.evaluate --checkpoint $(DEMO_OUT) --shards $(DEMO_SHARDS) \

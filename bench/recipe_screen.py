@@ -2,13 +2,15 @@
 expression kind along the way.
 
     .venv/bin/python bench/recipe_screen.py --shards shards [--config demo] [--steps 1600] [--eval-every 400]
-        [--seed 0] [section.key=value ...]
+        [--seed 0] [--val-refs N] [--kinds attribute ...] [--oversample attribute=0.3] [section.key=value ...]
 
 The model, loss, optimizer groups and LR schedule are the training run's (`jrnet.model`, `jrnet.engine`); what
 differs is only the plumbing: one process with 2 torch threads instead of 2 DeepSpeed ranks, the train split
 decoded once into memory, batches drawn uniformly with replacement (seeded), and val scored at the model's input
-size (S x S masks) instead of the original resolution. Same samples per second as `make demo` on this machine,
-within noise, so a curve here reads as minutes of the demo. The figures in BENCHMARKS.md section 8 came from it.
+size (S x S masks) instead of the original resolution. `--kinds` trains and scores only sentences of those
+expression kinds; `--oversample KIND=SHARE` draws that share of every batch from refs of KIND (BENCHMARKS.md 8f).
+Same samples per second as `make demo` on this machine, within noise, so a curve here reads as minutes of the
+demo. The figures in BENCHMARKS.md section 8 came from it.
 """
 
 from __future__ import annotations
@@ -29,14 +31,31 @@ from jrnet.shard_format import IMAGE, MASK, META
 from jrnet.shards import ShardSet
 
 
-def preload(shards: ShardSet, split: str, size: int, max_words: int) -> list[tuple]:
-    """(image uint8, mask at S x S, [(tokens, kind) per sentence]) per ref."""
+def preload(shards: ShardSet, split: str, size: int, max_words: int, kinds: set[str] | None = None) -> list[tuple]:
+    """(image uint8, mask at S x S, [(tokens, kind) per sentence]) per ref; only sentences of `kinds` if given."""
     refs = []
     for sample in wds.WebDataset(shards.urls(split), shardshuffle=False):
         meta = json.loads(sample[META])
-        sentences = [(encode_tokens(s["tokens"], max_words), s.get("kind")) for s in meta["sentences"]]
-        refs.append((decode_image(sample[IMAGE], size), decode_mask(sample[MASK], size), sentences))
+        sentences = [
+            (encode_tokens(s["tokens"], max_words), s.get("kind"))
+            for s in meta["sentences"]
+            if kinds is None or s.get("kind") in kinds
+        ]
+        if sentences:
+            refs.append((decode_image(sample[IMAGE], size), decode_mask(sample[MASK], size), sentences))
     return refs
+
+
+def batch_indices(refs: int, batch: int, draw: torch.Generator, pool: list[int], share: float) -> list[int]:
+    """Uniform over the refs, except that about `share` of the batch is drawn from `pool` (oversampling)."""
+    indices = torch.randint(refs, (batch,), generator=draw).tolist()
+    if not share:
+        return indices  # the draws of a screen without --oversample, unchanged
+    picks = torch.rand(batch, generator=draw) < share
+    return [
+        pool[int(torch.randint(len(pool), (), generator=draw))] if pick else index
+        for index, pick in zip(indices, picks.tolist(), strict=True)
+    ]
 
 
 @torch.no_grad()
@@ -63,6 +82,9 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=None, help="default: the config's train.total_steps")
     p.add_argument("--eval-every", type=int, default=400)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--val-refs", type=int, default=None, help="score only the first N val refs")
+    p.add_argument("--kinds", nargs="+", default=None, help="train and score only these expression kinds")
+    p.add_argument("--oversample", default=None, help="KIND=SHARE: that share of each batch from refs of KIND")
     p.add_argument("overrides", nargs="*", help="section.key=value")
     args = p.parse_args()
     torch.set_num_threads(2)
@@ -70,8 +92,11 @@ def main() -> None:
     t = cfg.train
     steps = args.steps or t.total_steps
     shards = ShardSet.open(args.shards, cfg.data.dataset)
-    train = preload(shards, cfg.data.train_split, cfg.model.image_size, cfg.data.max_words)
-    val = preload(shards, cfg.data.eval_splits[0], cfg.model.image_size, cfg.data.max_words)
+    kinds = set(args.kinds) if args.kinds else None
+    train = preload(shards, cfg.data.train_split, cfg.model.image_size, cfg.data.max_words, kinds)
+    val = preload(shards, cfg.data.eval_splits[0], cfg.model.image_size, cfg.data.max_words, kinds)[: args.val_refs]
+    kind, _, share = (args.oversample or "=0").partition("=")
+    pool = [i for i, (_, _, sentences) in enumerate(train) if sentences[0][1] == kind]  # a ref's sentences share a kind
     model = build_jrnet(cfg, shards.vocab_size())
     groups = param_groups(model, t.weight_decay, t.lr, t.trunk_lr_scale)
     optimizer = torch.optim.AdamW(groups, lr=t.lr, betas=tuple(t.betas), weight_decay=t.weight_decay)
@@ -82,7 +107,7 @@ def main() -> None:
     start = time.perf_counter()
     for step in range(1, steps + 1):
         images, masks, tokens = [], [], []
-        for index in torch.randint(len(train), (t.global_batch_size,), generator=draw).tolist():
+        for index in batch_indices(len(train), t.global_batch_size, draw, pool, float(share)):
             image, mask, sentences = train[index]
             images.append(image)
             masks.append(mask)

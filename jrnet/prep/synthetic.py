@@ -51,7 +51,7 @@ from jrnet.prep.scenes import (
 GENERATOR_VERSION = 2  # 2: the evaluation splits stop growing at EVAL_SPLITS_OF images (sets <= 2000 unchanged)
 SPLITS = (("val", 0.10), ("testA", 0.05), ("testB", 0.05))  # the rest is train
 # A larger set adds training images only: its val/testA/testB are the size of a 2000-image set's, so evaluation
-# costs the same whatever the set's size (the demo trains on 10,000 images, BENCHMARKS.md 8f).
+# costs the same whatever the set's size (BENCHMARKS.md 8f trains on 10,000 images with a val of the same size).
 EVAL_SPLITS_OF = 2000
 REFS_PER_IMAGE = 3
 JPEG_QUALITY = 90
