@@ -58,6 +58,18 @@ def batch_indices(refs: int, batch: int, draw: torch.Generator, pool: list[int],
     ]
 
 
+def kind_share(text: str) -> tuple[str, float]:
+    """`--oversample attribute=0.3` -> ("attribute", 0.3)."""
+    kind, _, share = text.partition("=")
+    try:
+        value = float(share)
+    except ValueError:
+        value = -1.0
+    if not kind or not 0.0 < value <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected KIND=SHARE with 0 < SHARE <= 1, got {text!r}")
+    return kind, value
+
+
 @torch.no_grad()
 def evaluate(model, refs: list[tuple], batch: int = 64) -> dict[str, float]:
     """Overall IoU (%) over every sentence, and per expression kind."""
@@ -84,7 +96,7 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--val-refs", type=int, default=None, help="score only the first N val refs")
     p.add_argument("--kinds", nargs="+", default=None, help="train and score only these expression kinds")
-    p.add_argument("--oversample", default=None, help="KIND=SHARE: that share of each batch from refs of KIND")
+    p.add_argument("--oversample", type=kind_share, default=("", 0.0), help="KIND=SHARE: that share of each batch")
     p.add_argument("overrides", nargs="*", help="section.key=value")
     args = p.parse_args()
     torch.set_num_threads(2)
@@ -95,8 +107,10 @@ def main() -> None:
     kinds = set(args.kinds) if args.kinds else None
     train = preload(shards, cfg.data.train_split, cfg.model.image_size, cfg.data.max_words, kinds)
     val = preload(shards, cfg.data.eval_splits[0], cfg.model.image_size, cfg.data.max_words, kinds)[: args.val_refs]
-    kind, _, share = (args.oversample or "=0").partition("=")
+    kind, share = args.oversample
     pool = [i for i, (_, _, sentences) in enumerate(train) if sentences[0][1] == kind]  # a ref's sentences share a kind
+    if share and not pool:
+        p.error(f"--oversample: no {args.shards} {cfg.data.train_split} refs of kind {kind!r}")
     model = build_jrnet(cfg, shards.vocab_size())
     groups = param_groups(model, t.weight_decay, t.lr, t.trunk_lr_scale)
     optimizer = torch.optim.AdamW(groups, lr=t.lr, betas=tuple(t.betas), weight_decay=t.weight_decay)
@@ -107,7 +121,7 @@ def main() -> None:
     start = time.perf_counter()
     for step in range(1, steps + 1):
         images, masks, tokens = [], [], []
-        for index in batch_indices(len(train), t.global_batch_size, draw, pool, float(share)):
+        for index in batch_indices(len(train), t.global_batch_size, draw, pool, share):
             image, mask, sentences = train[index]
             images.append(image)
             masks.append(mask)

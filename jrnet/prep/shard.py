@@ -164,7 +164,7 @@ def ensure_synthetic(data_root: Path, num_images: int | None, seed: int | None) 
         for name, wanted in (("num_images", num_images), ("seed", seed))
         if wanted is not None and wanted != getattr(existing, name)
     ]
-    if synthetic.splits_outdated(data_root, existing):
+    if synthetic.splits_outdated(data_root):
         raise InputError(
             f"{synthetic.generator_path(data_root)}: made by generator version 1, whose val/testA/testB grow with "
             f"--num-images; delete {synthetic.generator_path(data_root).parent} to regenerate"

@@ -239,13 +239,13 @@ def existing_options(data_root: str | Path) -> SyntheticOptions | None:
         return SyntheticOptions(num_images=-1, seed=-1)  # made by something else: options unknown
 
 
-def splits_outdated(data_root: str | Path, options: SyntheticOptions) -> bool:
+def splits_outdated(data_root: str | Path) -> bool:
     """True for a set whose splits this generator would draw differently (version 1, more than 2000 images)."""
     try:
-        version = json.loads(generator_path(data_root).read_text()).get("generator_version")
+        recorded = json.loads(generator_path(data_root).read_text())
     except (OSError, ValueError):
         return False
-    return version == 1 and options.num_images > EVAL_SPLITS_OF
+    return recorded.get("generator_version") == 1 and recorded.get("num_images", 0) > EVAL_SPLITS_OF
 
 
 def main(argv: Sequence[str] | None = None) -> int:
