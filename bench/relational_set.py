@@ -39,6 +39,7 @@ from jrnet.prep.expressions import Phrasing  # noqa: E402
 from jrnet.prep.refer import Refer, dataset_spec, ref_mask  # noqa: E402
 from jrnet.prep.scenes import PLURALS, SHAPES, SceneStyle  # noqa: E402
 from jrnet.prep.synthetic import Recipe, SyntheticOptions, generate  # noqa: E402
+from jrnet.shard_format import KINDS  # noqa: E402
 
 RELATIONAL_SCENES = SceneStyle(
     colours=MappingProxyType(
@@ -174,13 +175,12 @@ def scene_objects(
 
 def counts_table(refer: Refer) -> str:
     """Images, refs and sentences per split, and each kind's share of the sentences."""
-    kinds = ("attribute", "spatial", "ordinal", "comparative")
-    lines = [f"{'split':<7}{'images':>8}{'refs':>7}{'sentences':>11}" + "".join(f"{k:>13}" for k in kinds)]
+    lines = [f"{'split':<7}{'images':>8}{'refs':>7}{'sentences':>11}" + "".join(f"{k:>13}" for k in KINDS)]
     for split in refer.splits():
         refs = refer.split_refs(split)
         sentences = [s for ref in refs for s in ref["sentences"]]
         shares = Counter(s["kind"] for s in sentences)
-        cells = "".join(f"{100 * shares[k] / len(sentences):>12.1f}%" for k in kinds)
+        cells = "".join(f"{100 * shares[k] / len(sentences):>12.1f}%" for k in KINDS)
         images = len({ref["image_id"] for ref in refs})
         lines.append(f"{split:<7}{images:>8}{len(refs):>7}{len(sentences):>11}{cells}")
     return "\n".join(lines)

@@ -14,6 +14,8 @@ from typing import Any
 
 import yaml
 
+from jrnet.shard_format import KINDS
+
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"  # named configs, shipped as package data
 
 # Paper Table 2 / Table 3 rows as presets: (reasoning, fusion, use_glove, positional_encoding).
@@ -68,6 +70,7 @@ class ModelConfig:
 class DataConfig:
     dataset: str | None = "synthetic"  # subfolder of --shards (one dataset; None when `datasets` names a mix)
     datasets: dict[str, float] | None = None  # a weighted mix instead, e.g. {unc: 1, unc+: 1, gref: 0.5} (mix.py)
+    oversample: dict[str, float] | None = None  # share of samples drawn from one expression kind, {attribute: 0.3}
     train_split: str = "train"
     eval_splits: tuple[str, ...] = ("val",)
     max_words: int = 25  # words per sentence: must equal the shards' (pipeline/shard.py --max-words)
@@ -100,6 +103,15 @@ class DataConfig:
         for name, weight in self.datasets.items():
             if not weight > 0:
                 raise ConfigError(f"data.datasets: weight of {name!r} is {weight}; weights must be > 0")
+
+    def validate_oversample(self) -> None:
+        for kind, share in (self.oversample or {}).items():
+            if kind not in KINDS:
+                raise ConfigError(f"data.oversample: unknown expression kind {kind!r}; kinds are {', '.join(KINDS)}")
+            if not 0 < share <= 1:
+                raise ConfigError(f"data.oversample: share of {kind!r} is {share}; shares must be in (0, 1]")
+        if sum((self.oversample or {}).values()) > 1:
+            raise ConfigError(f"data.oversample: shares {self.oversample} add up to more than 1")
 
 
 @dataclass
@@ -181,6 +193,7 @@ class Config:
         if not self.data.read_timeout > 0:
             raise ConfigError(f"data.read_timeout={self.data.read_timeout} must be > 0")
         self.data.validate_mix()
+        self.data.validate_oversample()
         for key, value in (
             ("data.max_words", self.data.max_words),
             ("data.eval_limit", self.data.eval_limit),

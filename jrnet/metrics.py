@@ -14,6 +14,7 @@ import torch
 import torch.distributed as dist
 
 from jrnet.distributed import comm_device
+from jrnet.shard_format import KINDS
 
 THRESHOLDS = (0.5, 0.6, 0.7, 0.8, 0.9)
 IOU_SCALE = 2**32
@@ -92,7 +93,6 @@ def _sum_over_ranks(values: list[int]) -> list[int]:
 
 
 LENGTH_BUCKETS = ((1, 3), (4, 6), (7, 9), (10, None))  # words per sentence (as sharded, so at most max_words)
-KINDS = ("attribute", "spatial", "ordinal", "comparative")  # what a generated sentence needs (jrnet/prep)
 
 
 def length_bucket(words: int) -> str:

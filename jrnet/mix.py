@@ -46,6 +46,7 @@ class Mix:
             shard_set = ShardSet.open(shards, name, cfg.data)
             shard_set.check_max_words(cfg)
             shard_set.check_gpu_decode(cfg)
+            shard_set.check_oversample(cfg)
             if cfg.data.feature_cache and features:
                 shard_set = open_cache(shard_set, cfg)
             parts.append(Part(name, shard_set, weight))

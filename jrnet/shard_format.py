@@ -28,6 +28,7 @@ from jrnet.fileio import atomic_file, file_sha256, write_atomic_text
 FORMAT_VERSION = 2  # part of every shard's input digest: bump when the sample encoding changes (2: 1-bit masks)
 IMAGE, MASK, META, LEVELS = "jpg", "mask.png", "json", "levels.npy"  # tar member suffixes of a sample
 MANIFEST, VOCAB, GLOVE = "manifest.json", "vocab.json", "glove.npy"
+KINDS = ("attribute", "spatial", "ordinal", "comparative")  # a generated sentence's `kind`: what it takes to resolve
 TAR_MTIME = 946684800  # 2000-01-01: a fixed, plausible timestamp for every tar member
 TAR_OWNER = "jrnet"
 

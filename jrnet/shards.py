@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import os
+from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
@@ -16,7 +17,7 @@ from webdataset.tariterators import group_by_keys, tar_file_iterator
 from jrnet.config import Config, DataConfig
 from jrnet.location import Fetch, Location
 from jrnet.shard_cache import open_cached
-from jrnet.shard_format import GLOVE, MANIFEST, VOCAB, Manifest, ShardEntry, SplitEntry
+from jrnet.shard_format import GLOVE, MANIFEST, META, VOCAB, Manifest, ShardEntry, SplitEntry
 from jrnet.vocab import Vocab, load_glove_text
 
 
@@ -108,6 +109,20 @@ class ShardSet:
             raise DataError(
                 f"data.gpu_decode needs the train images stored at model.image_size={cfg.model.image_size}, but "
                 f"{self.root / MANIFEST} has train_size={stored}: shard with --train-size {cfg.model.image_size}"
+            )
+
+    def check_oversample(self, cfg: Config) -> None:
+        """`data.oversample` draws by each sentence's `kind`, which only generated shards record: checked on the
+        train split's first ref, so a run on other shards stops at once instead of searching them all."""
+        if not cfg.data.oversample:
+            return
+        first = self.entries(cfg.data.train_split)[0]
+        with closing(self.samples(first)) as samples:
+            sentences = json.loads(next(samples)[META])["sentences"]
+        if not any("kind" in sentence for sentence in sentences):
+            raise DataError(
+                f"data.oversample needs sentences that record their expression kind (generated shards), but the "
+                f"first ref of {first['url']} has none"
             )
 
     def resize_warning(self, cfg: Config) -> str | None:

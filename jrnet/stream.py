@@ -5,7 +5,9 @@ Shard list -> shuffle seeded by epoch -> split by node -> split by worker -> tar
 permutation, so no rank or worker ever runs dry: every rank yields exactly the same number of batches per epoch,
 whatever the number of shards. One sentence per ref, drawn at random (seeded by epoch and ref, so it does not
 depend on worker timing). A mix of datasets (jrnet/mix.py) runs this per dataset and draws, sample by sample,
-which one the next comes from.
+which one the next comes from. `data.oversample` draws the same way between a dataset's uniform stream and a
+stream of only its refs of one expression kind (with only that kind's sentences): an epoch is still as many
+samples as the train split holds, some refs of the kind seen twice in it.
 
 Shards are read wherever they live (jrnet/location.py). One that breaks off in the middle (a connection cut, a
 truncated tar) costs the rest of it, counted as skipped samples, and the endless shard stream refills the batch:
@@ -23,6 +25,7 @@ import json
 import logging
 import math
 import random
+import zlib
 from dataclasses import dataclass
 from functools import partial
 from itertools import chain, count, islice
@@ -32,9 +35,10 @@ import webdataset as wds
 from torch.utils.data import default_collate
 
 from jrnet.config import Config
-from jrnet.mix import Mix
+from jrnet.mix import Mix, Part
 from jrnet.preemption import kill_workers_at_exit, worker_ignores_stop_signals
 from jrnet.samples import ErrorPolicy, train_sample
+from jrnet.shard_format import META
 from jrnet.shards import DataError, ShardSet
 
 MAX_BARREN = 3  # shards in a row that failed before their first sample: then the source is gone, not flaky
@@ -72,6 +76,7 @@ def data_order(cfg: Config, data: Mix, world_size: int) -> dict:
     return {
         "dataset": d.dataset,
         "datasets": d.datasets,
+        "oversample": d.oversample,
         "train_split": d.train_split,
         "shards_sha256": hashlib.sha256(json.dumps(checksums).encode()).hexdigest(),
         "world_size": world_size,
@@ -125,15 +130,17 @@ class ConsumerSamples(torch.utils.data.IterableDataset):
     drained at the end of the epoch's share (so no sample of the next epoch leaks in). With fewer shards than
     consumers, the epochs' permutations are chained before the split, so every consumer still gets shards:
     sampling with replacement instead of a hang.
+
+    `kind`: only the refs with a sentence of that expression kind, in a shard order and shuffle of their own.
     """
 
-    def __init__(self, shards: ShardSet, split: str, seed: int, epoch: int, skip: int, bufsize: int, policy):
+    def __init__(self, shards: ShardSet, split: str, seed: int, epoch: int, skip: int, bufsize: int, policy, kind=None):
         self.shards, self.entries, self.seed, self.epoch, self.skip = shards, shards.entries(split), seed, epoch, skip
-        self.bufsize, self.policy = bufsize, policy
+        self.bufsize, self.policy, self.kind = bufsize, policy, kind
 
     def permutation(self, epoch: int) -> list[dict]:
         order = [dict(entry) for entry in self.entries]
-        random.Random(f"shards-{self.seed}-{epoch}").shuffle(order)
+        random.Random(f"shards-{self.seed}-{epoch}" + (f"-{self.kind}" if self.kind else "")).shuffle(order)
         return order
 
     def samples(self, shards, epoch: int):
@@ -141,6 +148,9 @@ class ConsumerSamples(torch.utils.data.IterableDataset):
         mine = split_by_logical_worker(wds.split_by_node(shards), self.skip)
         seed = hash((self.seed, epoch, rank, worker)) & 0xFFFFFFFF
         samples = read_shards(mine, self.shards, self.policy)
+        if self.kind:
+            seed ^= zlib.crc32(self.kind.encode())  # crc32, not hash(): str hashes differ from process to process
+            samples = of_kind(samples, self.kind, refs=sum(entry["samples"] for entry in self.entries))
         return wds.shuffle(self.bufsize, initial=self.bufsize, seed=seed)(samples)
 
     def __iter__(self):
@@ -152,21 +162,24 @@ class ConsumerSamples(torch.utils.data.IterableDataset):
             yield from self.samples(iter(self.permutation(epoch)), epoch)
 
 
-class MixedSamples(torch.utils.data.IterableDataset):
-    """A (rank, worker)'s samples of several datasets: the dataset of each sample drawn by weight, seeded by
-    (seed, epoch, rank, logical worker), so the draws do not depend on timing and a resume replays them."""
+class DrawnSamples(torch.utils.data.IterableDataset):
+    """A (rank, worker)'s samples drawn one by one from several streams by weight, seeded by (name, seed, epoch,
+    rank, logical worker), so the draws do not depend on timing and a resume replays them. A mix of datasets
+    (`tag` records which one each sample is from), or a dataset's uniform stream and its oversampled kinds."""
 
-    def __init__(self, parts: list[ConsumerSamples], weights: list[float], seed: int, epoch: int, skip: int):
-        self.parts, self.weights, self.seed, self.epoch, self.skip = parts, weights, seed, epoch, skip
+    def __init__(self, parts: list, weights: list[float], name: str, seed: int, epoch: int, skip: int, tag=None):
+        self.parts, self.weights, self.name, self.seed, self.epoch, self.skip = parts, weights, name, seed, epoch, skip
+        self.tag = tag
 
     def __iter__(self):
         rank, _, worker, _ = logical_worker(self.skip)
-        streams = [iter(part) for part in self.parts]  # lazy: a dataset never drawn is never read
-        draw = random.Random(f"mix-{self.seed}-{self.epoch}-{rank}-{worker}")
+        streams = [iter(part) for part in self.parts]  # lazy: a stream never drawn is never read
+        draw = random.Random(f"{self.name}-{self.seed}-{self.epoch}-{rank}-{worker}")
         which = range(len(streams))
         while True:
             part = draw.choices(which, self.weights)[0]
-            yield {**next(streams[part]), "__part__": part}
+            sample = next(streams[part])
+            yield {**sample, self.tag: part} if self.tag else sample
 
 
 def read_shards(entries, shards: ShardSet, policy: ErrorPolicy):
@@ -194,6 +207,24 @@ def read_shards(entries, shards: ShardSet, policy: ErrorPolicy):
             if not any(isinstance(arg, str) and entry["url"] in arg for arg in exn.args):
                 exn.args = (*exn.args, entry["url"])  # the policy names the shard
             policy(exn, samples=max(1, entry["samples"] - read))
+
+
+def of_kind(samples, kind: str, refs: int):
+    """The samples with a sentence of `kind`, keeping only those sentences (the one drawn for training is of
+    `kind`). `refs` (the split's size) in a row without one: the kind is not in these shards."""
+    missed = 0
+    for sample in samples:
+        meta = json.loads(sample[META])
+        sentences = [sentence for sentence in meta["sentences"] if sentence.get("kind") == kind]
+        if sentences:
+            missed = 0
+            yield {**sample, META: json.dumps({**meta, "sentences": sentences}).encode()}
+            continue
+        missed += 1
+        if missed >= refs:
+            raise DataError(
+                f"data.oversample: no sentence of kind {kind!r} in {refs} refs, the last in {sample['__url__']}"
+            )
 
 
 def logical_worker(skip: int) -> tuple[int, int, int, int]:
@@ -248,13 +279,25 @@ def collate_train(samples: list[dict], policy: ErrorPolicy, skip: int) -> dict:
     return batch
 
 
+def dataset_samples(part: Part, cfg: Config, epoch: int, skip: int, policy: ErrorPolicy):
+    """One dataset's samples: uniform over its refs, or with `data.oversample`'s shares drawn from its refs of
+    those expression kinds."""
+    d, seed = cfg.data, cfg.train.seed
+    consumer = partial(ConsumerSamples, part.shards, d.train_split, seed, epoch, skip, d.shuffle_buffer, policy)
+    if not d.oversample:
+        return consumer()
+    kinds, shares = zip(*sorted(d.oversample.items()), strict=True)
+    streams = [consumer(), *(consumer(kind=kind) for kind in kinds)]
+    return DrawnSamples(streams, [max(0.0, 1 - sum(shares)), *shares], f"oversample-{part.name}", seed, epoch, skip)
+
+
 def train_pipeline(cfg: Config, data: Mix, plan: LoaderPlan, epoch: int, skip: int) -> wds.DataPipeline:
     d, seed = cfg.data, cfg.train.seed
     policy = ErrorPolicy(d.on_error)
-    parts = [ConsumerSamples(p.shards, d.train_split, seed, epoch, skip, d.shuffle_buffer, policy) for p in data.parts]
+    parts = [dataset_samples(p, cfg, epoch, skip, policy) for p in data.parts]
     source, sample = parts[0], partial(train_sample, cfg=cfg, epoch=epoch)
     if data.mixed:
-        source = MixedSamples(parts, data.weights, seed, epoch, skip)
+        source = DrawnSamples(parts, data.weights, "mix", seed, epoch, skip, tag="__part__")
         sample = partial(mixed_train_sample, cfg=cfg, epoch=epoch, tokens=data.tokens)
     return wds.DataPipeline(
         source,

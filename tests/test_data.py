@@ -20,9 +20,17 @@ from jrnet.vocab import PAD, UNK, Vocab
 
 
 def write_shards(
-    root, shards: int, per_shard: int, split: str = "train", dataset: str = "synthetic", words=("red", "circle")
+    root,
+    shards: int,
+    per_shard: int,
+    split: str = "train",
+    dataset: str = "synthetic",
+    words=("red", "circle"),
+    kinds: list[tuple[str, str]] | None = None,
 ) -> None:
-    """Tiny hand-made shards through the shard format's own writers (two sentences per ref, both `words`)."""
+    """Tiny hand-made shards through the shard format's own writers (two sentences per ref, both `words`).
+    `kinds`: ref r's two sentences are of the expression kinds kinds[r % len(kinds)], and sentence k is the one
+    word of id 2 + k (a generated set's shards)."""
     folder = root / dataset
     folder.mkdir(parents=True, exist_ok=True)
     entries, ref = [], 0
@@ -33,6 +41,8 @@ def write_shards(
             Image.fromarray(np.full((12, 10, 3), ref % 255, np.uint8)).save(jpg, "JPEG")
             Image.fromarray(np.eye(12, 10, dtype=np.uint8) * 255).save(png, "PNG")
             sentences = [{"sent_id": 2 * ref + k, "raw": "x", "tokens": [2, 3], "truncated": False} for k in (0, 1)]
+            for k, sentence in enumerate(sentences if kinds else []):
+                sentence.update(tokens=[2 + k], kind=kinds[ref % len(kinds)][k])
             meta = {"ref_id": ref, "image_id": ref, "split": split, "sentences": sentences}
             samples.append({"__key__": f"{ref:09d}", IMAGE: jpg.getvalue(), MASK: png.getvalue(), META: dumps(meta)})
             ref += 1
