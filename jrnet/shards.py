@@ -117,8 +117,11 @@ class ShardSet:
         if not cfg.data.oversample:
             return
         first = self.entries(cfg.data.train_split)[0]
-        with closing(self.samples(first)) as samples:
-            sentences = json.loads(next(samples)[META])["sentences"]
+        try:
+            with closing(self.samples(first)) as samples:
+                sentences = json.loads(next(samples)[META])["sentences"]
+        except (OSError, ValueError, KeyError, StopIteration) as e:
+            raise DataError(f"data.oversample: cannot read the first ref of {first['url']} ({e!r})") from None
         if not any("kind" in sentence for sentence in sentences):
             raise DataError(
                 f"data.oversample needs sentences that record their expression kind (generated shards), but the "
