@@ -2,13 +2,14 @@
 expression kind along the way.
 
     .venv/bin/python bench/recipe_screen.py --shards shards [--config demo] [--steps 1600] [--eval-every 400]
-        [--seed 0] [--val-refs N] [--kinds attribute ...] [--oversample attribute=0.3] [section.key=value ...]
+        [--seed 0] [--val-refs N] [--kinds attribute ...] ['data.oversample={attribute: 0.3}'] [section.key=value ...]
 
 The model, loss, optimizer groups and LR schedule are the training run's (`jrnet.model`, `jrnet.engine`); what
 differs is only the plumbing: one process with 2 torch threads instead of 2 DeepSpeed ranks, the train split
 decoded once into memory, batches drawn uniformly with replacement (seeded), and val scored at the model's input
 size (S x S masks) instead of the original resolution. `--kinds` trains and scores only sentences of those
-expression kinds; `--oversample KIND=SHARE` draws that share of every batch from refs of KIND (BENCHMARKS.md 8f).
+expression kinds; `data.oversample={KIND: SHARE}` (one kind) draws that share of every batch from refs of KIND, as
+the training loader does (BENCHMARKS.md 8f).
 Same samples per second as `make demo` on this machine, within noise, so a curve here reads as minutes of the
 demo. The figures in BENCHMARKS.md section 8 came from it.
 """
@@ -50,24 +51,12 @@ def batch_indices(refs: int, batch: int, draw: torch.Generator, pool: list[int],
     """Uniform over the refs, except that about `share` of the batch is drawn from `pool` (oversampling)."""
     indices = torch.randint(refs, (batch,), generator=draw).tolist()
     if not share:
-        return indices  # the draws of a screen without --oversample, unchanged
+        return indices  # the draws of a screen without oversampling, unchanged
     picks = torch.rand(batch, generator=draw) < share
     return [
         pool[int(torch.randint(len(pool), (), generator=draw))] if pick else index
         for index, pick in zip(indices, picks.tolist(), strict=True)
     ]
-
-
-def kind_share(text: str) -> tuple[str, float]:
-    """`--oversample attribute=0.3` -> ("attribute", 0.3)."""
-    kind, _, share = text.partition("=")
-    try:
-        value = float(share)
-    except ValueError:
-        value = -1.0
-    if not kind or not 0.0 < value <= 1.0:
-        raise argparse.ArgumentTypeError(f"expected KIND=SHARE with 0 < SHARE <= 1, got {text!r}")
-    return kind, value
 
 
 @torch.no_grad()
@@ -96,21 +85,22 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--val-refs", type=int, default=None, help="score only the first N val refs")
     p.add_argument("--kinds", nargs="+", default=None, help="train and score only these expression kinds")
-    p.add_argument("--oversample", type=kind_share, default=("", 0.0), help="KIND=SHARE: that share of each batch")
     p.add_argument("overrides", nargs="*", help="section.key=value")
     args = p.parse_args()
     torch.set_num_threads(2)
     cfg = load_config(args.config, [*args.overrides, f"train.seed={args.seed}"])
+    if len(cfg.data.oversample or {}) > 1:
+        p.error(f"data.oversample={cfg.data.oversample}: a screen oversamples one kind")
+    kind, share = next(iter((cfg.data.oversample or {"": 0.0}).items()))
     t = cfg.train
     steps = args.steps or t.total_steps
     shards = ShardSet.open(args.shards, cfg.data.dataset)
     kinds = set(args.kinds) if args.kinds else None
     train = preload(shards, cfg.data.train_split, cfg.model.image_size, cfg.data.max_words, kinds)
     val = preload(shards, cfg.data.eval_splits[0], cfg.model.image_size, cfg.data.max_words, kinds)[: args.val_refs]
-    kind, share = args.oversample
     pool = [i for i, (_, _, sentences) in enumerate(train) if sentences[0][1] == kind]  # a ref's sentences share a kind
     if share and not pool:
-        p.error(f"--oversample: no {args.shards} {cfg.data.train_split} refs of kind {kind!r}")
+        p.error(f"data.oversample: no {args.shards} {cfg.data.train_split} refs of kind {kind!r}")
     model = build_jrnet(cfg, shards.vocab_size())
     groups = param_groups(model, t.weight_decay, t.lr, t.trunk_lr_scale)
     optimizer = torch.optim.AdamW(groups, lr=t.lr, betas=tuple(t.betas), weight_decay=t.weight_decay)
