@@ -7,7 +7,7 @@ whatever the number of shards. One sentence per ref, drawn at random (seeded by 
 depend on worker timing). A mix of datasets (jrnet/mix.py) runs this per dataset and draws, sample by sample,
 which one the next comes from. `data.oversample` draws the same way between a dataset's uniform stream and a
 stream of only its refs of one expression kind (with only that kind's sentences): an epoch is still as many
-samples as the train split holds, some refs of the kind seen twice in it.
+samples as the train split holds, some refs of the kind seen more than once in it and others not at all.
 
 Shards are read wherever they live (jrnet/location.py). One that breaks off in the middle (a connection cut, a
 truncated tar) costs the rest of it, counted as skipped samples, and the endless shard stream refills the batch:
