@@ -1,7 +1,8 @@
 """Visual features (section 3.1): a frozen ResNet trunk, layers 2/3/4 resized to H x W and projected to C.
 
 `resnet_cpu` is the CPU demo's trunk: a narrow BasicBlock ResNet (one block per stage) with output stride 8,
-so its three levels are at S/8 (12 x 12 at 96 px) instead of ResNet-18's S/8, S/16, S/32.
+so its three levels are at S/8 (12 x 12 at 96 px) instead of ResNet-18's S/8, S/16, S/32. Optionally each level
+gets the cells' x / y and mean colour beside it before its projection (`model.coord_channels`, `colour_channels`).
 """
 
 import warnings
@@ -119,7 +120,9 @@ class Backbone(nn.Module):
         if self.frozen:
             self.trunk.requires_grad_(False)
         self.level_channels = list(LEVEL_CHANNELS[cfg.backbone])
-        self.project = nn.ModuleList(LevelProjection(c, cfg.channels) for c in self.level_channels)
+        self.coords, self.colours = cfg.coord_channels, cfg.colour_channels
+        extra = 2 * self.coords + 3 * self.colours
+        self.project = nn.ModuleList(LevelProjection(c + extra, cfg.channels) for c in self.level_channels)
         # Not saved: constants of the preprocessing, not weights.
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
@@ -148,4 +151,22 @@ class Backbone(nn.Module):
         """`cached`: trunk levels from the feature cache, (B, C2 + C3 + C4, H, W), instead of the image."""
         levels = self.trunk_features(image) if cached is None else cached.split(self.level_channels, dim=1)
         dtype = self.project[0][0].weight.dtype
-        return [proj(level.to(dtype)) for proj, level in zip(self.project, levels, strict=True)]
+        levels = [level.to(dtype) for level in levels]
+        if self.colours:
+            if image is None:
+                raise ValueError("model.colour_channels needs the image; a feature cache holds only the trunk levels")
+            colours = F.adaptive_avg_pool2d(self.normalize(image), levels[0].shape[-2:])
+            levels = [torch.cat([level, colours], dim=1) for level in levels]
+        if self.coords:
+            levels = [torch.cat([level, coordinate_maps(level)], dim=1) for level in levels]
+        return [proj(level) for proj, level in zip(self.project, levels, strict=True)]
+
+
+def coordinate_maps(like: torch.Tensor) -> torch.Tensor:
+    """(B, 2, H, W): x and y of each cell centre in [-1, 1] (CoordConv; RIS models since Hu et al. 2016 give their
+    features such maps). JRM's sinusoids reach only its queries and keys; these reach every feature."""
+    b, _, h, w = like.shape
+    y = torch.linspace(-1 + 1 / h, 1 - 1 / h, h, device=like.device, dtype=like.dtype)
+    x = torch.linspace(-1 + 1 / w, 1 - 1 / w, w, device=like.device, dtype=like.dtype)
+    grid = torch.stack(torch.meshgrid(x, y, indexing="xy"))  # (2, H, W): channel 0 = x, channel 1 = y
+    return grid.expand(b, 2, h, w)

@@ -61,6 +61,10 @@ class ModelConfig:
     decoder_channels: int = 512
     decoder_upsamples: int = 2  # bilinear x2 steps in the decoder
     mask_prior: float = 0.1  # initial foreground probability of the logits (RefCOCO objects cover ~10-15%)
+    # Not in the paper, for a trunk trained from scratch (the CPU demo, BENCHMARKS.md 8h): maps concatenated to each
+    # level before its projection, so that every feature, not only JRM's queries and keys, can read them.
+    coord_channels: bool = False  # x and y of each cell
+    colour_channels: bool = False  # the image's mean colour in each cell (needs the image: no feature cache)
 
     def variant_flags(self) -> tuple[str, str, bool, bool]:
         return VARIANTS[self.variant]
@@ -175,6 +179,8 @@ class Config:
             raise ConfigError(
                 f"train.trunk_lr_scale={t.trunk_lr_scale} must be in [0, 1] (freeze it: model.freeze_backbone)"
             )
+        if m.colour_channels and self.data.feature_cache:
+            raise ConfigError("model.colour_channels reads the image, which data.feature_cache leaves out: set one")
         if not 1 <= m.jrm_layers <= 12:
             raise ConfigError(f"model.jrm_layers={m.jrm_layers} must be in 1..12")
         for key in (

@@ -1,14 +1,15 @@
 """JRNet: paper configs, frozen backbone, fused vs eager attention, padding, every ablation, weight loading."""
 
 import warnings
+from unittest.mock import patch
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from jrnet.backbone import WeightsError, build_trunk, load_trunk_weights
+from jrnet.backbone import Backbone, WeightsError, build_trunk, coordinate_maps, load_trunk_weights
 from jrnet.cmmlf import CMMLF, build_fusion
-from jrnet.config import VARIANTS, ModelConfig, load_config
+from jrnet.config import VARIANTS, ConfigError, ModelConfig, load_config
 from jrnet.model import JRNet, mask_loss
 
 warnings.filterwarnings("ignore", message=".*random weights.*")
@@ -262,3 +263,44 @@ def test_aspp_dropout_follows_config():
     """torchvision's ASPP hard-codes Dropout(0.5); model.aspp_dropout sets it (default 0.5, as before)."""
     assert JRNet(small_config(), vocab_size=50).decoder.aspp.project[-1].p == 0.5
     assert JRNet(small_config(aspp_dropout=0.0), vocab_size=50).decoder.aspp.project[-1].p == 0.0
+
+
+def test_coordinate_maps_hold_each_cell_centres_x_then_y():
+    maps = coordinate_maps(torch.zeros(1, 5, 2, 4))
+    assert torch.equal(maps[0, 0], torch.tensor([[-0.75, -0.25, 0.25, 0.75]] * 2))
+    assert torch.equal(maps[0, 1], torch.tensor([[-0.5] * 4, [0.5] * 4]))
+
+
+@pytest.mark.parametrize("maps", ["coord_channels", "colour_channels"])
+def test_level_maps_reach_the_features_past_a_blind_trunk(maps):
+    """With the trunk's levels all zero, the levels still tell cells apart by position (coordinates) or by the
+    image's colour there (colours): the maps enter each level's projection."""
+    cfg = small_config(backbone="resnet_cpu", output_stride=8, image_size=32, feature_size=4, **{maps: True})
+    backbone = Backbone(cfg).eval()
+    assert [p[0].in_channels for p in backbone.project] == [
+        c + (2 if maps == "coord_channels" else 3) for c in (64, 96, 128)
+    ]
+    image = torch.zeros(1, 3, 32, 32, dtype=torch.uint8)
+    image[:, 0, :, :16] = 255  # red left half, black right half
+    blind = [torch.zeros(1, c, 4, 4) for c in backbone.level_channels]
+    with torch.no_grad(), patch.object(backbone, "trunk_features", return_value=blind):
+        levels = backbone(image)
+        plain = Backbone(small_config(backbone="resnet_cpu", output_stride=8, image_size=32, feature_size=4)).eval()
+        with patch.object(plain, "trunk_features", return_value=blind):
+            without = plain(image)
+    for level, flat in zip(levels, without, strict=True):
+        assert torch.allclose(flat, flat[..., :1, :1].expand_as(flat))  # no maps: every cell alike
+        left, right = level[0, :, :, 0], level[0, :, :, 3]  # first and last column
+        assert not torch.allclose(left, right)
+        if maps == "colour_channels":  # same colour down a column: the inner rows (no padding in reach) alike
+            assert torch.allclose(level[0, :, 1], level[0, :, 2])
+
+
+def test_colour_channels_refuse_a_feature_cache():
+    with pytest.raises(ConfigError, match="model.colour_channels reads the image"):
+        load_config("demo", ["model.colour_channels=true", "data.feature_cache=true"])
+    backbone = Backbone(
+        small_config(backbone="resnet_cpu", output_stride=8, image_size=32, feature_size=4, colour_channels=True)
+    )
+    with pytest.raises(ValueError, match="needs the image"):
+        backbone(cached=torch.zeros(1, 64 + 96 + 128, 4, 4))
