@@ -99,6 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, DataError, CheckpointError) as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    from jrnet.distributed import shutdown_distributed
     from jrnet.train import train
 
     try:
@@ -107,6 +108,7 @@ def main(argv: list[str] | None = None) -> int:
         # A DataLoader worker's error arrives with its traceback in the message: its last line says what broke.
         print(f"error: {str(e).strip().splitlines()[-1]}", file=sys.stderr)
         return 1
+    shutdown_distributed()
     return 0 if result.stopped_by_signal is None else EXIT_REQUEUE
 
 
