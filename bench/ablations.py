@@ -97,9 +97,12 @@ def main(argv: list[str] | None = None) -> int:
         f"\n{args.split}, {args.config} {' '.join(args.overrides)}, {args.ranks} rank(s); mean ± half range over seeds"
     )
     print(table(measured, args.seeds))
-    if "jrnet" in measured and "baseline" in measured:
-        gains = [measured["jrnet"][s]["overall_iou"] - measured["baseline"][s]["overall_iou"] for s in args.seeds]
-        print(f"\nJRNet - baseline, overall IoU, paired by seed: {cell(gains)} points")
+    if "baseline" in measured:
+        print()
+        for row in (r for r in measured if r != "baseline"):
+            gains = [measured[row][s]["overall_iou"] - measured["baseline"][s]["overall_iou"] for s in args.seeds]
+            name = "JRNet" if row == "jrnet" else row
+            print(f"{name} - baseline, overall IoU, paired by seed: {cell(gains)} points")
     return 0
 
 

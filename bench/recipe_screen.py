@@ -116,7 +116,7 @@ def main() -> None:
             images.append(image)
             masks.append(mask)
             tokens.append(sentences[int(torch.randint(len(sentences), (1,), generator=draw))][0])
-        loss = mask_loss(model(torch.stack(tokens), torch.stack(images)), torch.stack(masks))
+        loss = mask_loss(model(torch.stack(tokens), torch.stack(images)), torch.stack(masks), t.dice_weight)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip)

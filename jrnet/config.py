@@ -129,6 +129,7 @@ class TrainConfig:
     poly_power: float = 0.5
     warmup_steps: int = 0
     grad_clip: float = 1.0
+    dice_weight: float = 0.0  # soft Dice added to the per-pixel loss (not in the paper)
     # The trunk's LR relative to `lr` (DETR's lr_backbone). A trunk trained from scratch at the full LR forgets
     # colour before the sentence can use it (BENCHMARKS.md, demo recipe).
     trunk_lr_scale: float = 1.0

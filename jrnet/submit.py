@@ -90,7 +90,7 @@ class TrainJob(_checkpointable_base()):
         submitit_handler = signal.getsignal(preempt_sig)
 
         from jrnet import launch
-        from jrnet.distributed import any_rank
+        from jrnet.distributed import any_rank, shutdown_distributed
         from jrnet.train import train
 
         if os.environ.get("SLURM_RESTART_COUNT", "0") != "0" and self.resume != "auto":
@@ -110,7 +110,13 @@ class TrainJob(_checkpointable_base()):
         args = launch.parse_args(self.argv())
         cfg = launch.preflight(args)  # ConfigError/DataError: submitit records the error as the job's result
         result = train(cfg, args.shards, args.output, args.max_steps, args.resume)
-        if result.stopped_by_signal is None:
+        sig = result.stopped_by_signal
+        # submitit's signal asks us to requeue; a SIGTERM is Slurm ending the job itself.
+        requeue = sig is not None and sig != signal.SIGTERM and _is_submitit_handler(submitit_handler)
+        # Every rank learns rank 0's decision, so that all of them end the same way: the last collective.
+        give_up = requeue and any_rank(rank == 0 and self.requeues >= self.max_requeues)
+        shutdown_distributed()
+        if sig is None:
             return {
                 "rank": rank,
                 "step": result.step,
@@ -119,15 +125,11 @@ class TrainJob(_checkpointable_base()):
                 "eval": result.eval,
             }
 
-        sig = signal.Signals(result.stopped_by_signal).name
-        print(f"[task {rank}] checkpoint written at step {result.step} after {sig}", flush=True)
-        if result.stopped_by_signal == signal.SIGTERM or not _is_submitit_handler(submitit_handler):
+        print(f"[task {rank}] checkpoint written at step {result.step} after {signal.Signals(sig).name}", flush=True)
+        if not requeue:
             # Slurm is ending this run (scancel, outside requeue, preemption): it cancels or requeues the job
             # itself. No result file, so a waiting caller keeps waiting for the requeued run.
             raise SystemExit(EXIT_REQUEUE)
-
-        # Every rank learns rank 0's decision, so that all of them end the same way.
-        give_up = any_rank(rank == 0 and self.requeues >= self.max_requeues)
         if give_up:
             raise submitit.core.utils.UncompletedJobError(
                 f"checkpoint at step {result.step} written, but not requeued: {self.requeues} requeues "

@@ -172,7 +172,7 @@ class Trainer:
             batch = next(batches)
             t1 = time.perf_counter()
             logits = self.engine(**model_kwargs(batch, dev))
-            loss = mask_loss(logits, batch["mask"].to(dev))
+            loss = mask_loss(logits, batch["mask"].to(dev), self.cfg.train.dice_weight)
             t2 = time.perf_counter()
             self.engine.backward(loss)
             t3 = time.perf_counter()

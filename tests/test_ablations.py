@@ -1,14 +1,21 @@
-"""bench/ablations.py end to end at the tiny size: real runs per (row, seed), the paper-format table, reuse."""
+"""bench/ablations.py end to end at the tiny size: real runs per (row, seed), the paper-format table, the
+difference to the baseline paired by seed, reuse."""
 
 from __future__ import annotations
 
+import json
 import re
 import sys
+from pathlib import Path
 
 import pytest
 from distributed_run import ROOT, env, run_or_dump
 
 pytestmark = pytest.mark.slow
+
+
+def val_overall_iou(run: Path) -> float:
+    return json.loads((run / "eval.json").read_text())["splits"]["val"]["overall_iou"]
 
 
 def test_ablation_table_over_seeds_and_reuse(synthetic_shards, tmp_path):
@@ -22,6 +29,9 @@ def test_ablation_table_over_seeds_and_reuse(synthetic_shards, tmp_path):
     assert len(rows) == 2 and all(line.endswith("| 2 |") for line in rows)
     cells = re.findall(r"(\d+\.\d\d) ± (\d+\.\d\d)", rows[0])
     assert len(cells) == 6  # prec@0.5..0.9 and overall IoU, each mean ± half range
-    assert re.search(r"JRNet - baseline, overall IoU, paired by seed: -?\d+\.\d\d ± \d+\.\d\d points", first.stdout)
+    overall = {(r, s): val_overall_iou(tmp_path / f"{r}_seed{s}") for r in ("baseline", "jrnet") for s in (0, 1)}
+    gains = [overall["jrnet", s] - overall["baseline", s] for s in (0, 1)]
+    expected = f"{100 * (gains[0] + gains[1]) / 2:.2f} ± {50 * abs(gains[0] - gains[1]):.2f}"
+    assert f"JRNet - baseline, overall IoU, paired by seed: {expected} points" in first.stdout
     again = run_or_dump(cmd, env(), timeout=600)
     assert again.stdout.count("(reused:") == 4 and [r for r in again.stdout.splitlines() if r in rows] == rows

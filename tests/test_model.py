@@ -304,3 +304,14 @@ def test_colour_channels_refuse_a_feature_cache():
     )
     with pytest.raises(ValueError, match="needs the image"):
         backbone(cached=torch.zeros(1, 64 + 96 + 128, 4, 4))
+
+
+def test_mask_loss_adds_dice_weight_times_one_minus_the_soft_dice_per_sample():
+    # Sample 0: p = 0.5 everywhere, 2 of 4 pixels foreground: dice = (2 * 1 + 1) / (2 + 2 + 1) = 0.6.
+    # Sample 1: p = sigmoid(20) on its 1 foreground pixel, sigmoid(-20) elsewhere: dice = 1 to 1e-8.
+    logits = torch.tensor([[[[0.0, 0.0], [0.0, 0.0]]], [[[20.0, -20.0], [-20.0, -20.0]]]])
+    target = torch.tensor([[[1, 1], [0, 0]], [[1, 0], [0, 0]]], dtype=torch.bool)
+    bce = F.binary_cross_entropy_with_logits(logits.squeeze(1), target.float())
+    assert mask_loss(logits, target) == pytest.approx(bce.item())
+    expected = bce.item() + 0.5 * ((1 - 0.6) + (1 - 1.0)) / 2
+    assert mask_loss(logits, target, dice_weight=0.5).item() == pytest.approx(expected, abs=1e-6)
