@@ -52,6 +52,9 @@ class ModelConfig:
     jrm_ffn: int = 512
     jrm_dropout: float = 0.2
     jrm_shared: bool = False  # one encoder for the three levels instead of one per level
+    # Not in the paper: JRM's outputs enter as X + tanh(alpha) * JRM(X), alpha = 0 at the start (Flamingo's gated
+    # cross-attention), so that JRNet starts as "only CMMLF" and takes from JRM what helps (BENCHMARKS.md 8i).
+    jrm_gate: bool = False
     attention: str = "sdpa"  # sdpa (fused) | eager (explicit softmax, for benchmark/equality test only)
     cmmlf_gate_source: str = "paper"  # paper: Lambda_ij * X_v^i (eq. 4) | authors: Lambda_ij * X_v^j
     cmmlf_sentence: bool = False  # not in the paper: the Conv3D fusion also reads each level's tiled sentence

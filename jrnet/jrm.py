@@ -77,13 +77,19 @@ class JointEncoder(nn.Module):
 
 
 class JRM(nn.Module):
-    """Per level: visual (B, C, H, W) + words (B, T, C) -> X_v (B, C, H, W) and X_l (B, T, C)."""
+    """Per level: visual (B, C, H, W) + words (B, T, C) -> X_v (B, C, H, W) and X_l (B, T, C).
+
+    `jrm_gate`: X + tanh(alpha) * encoder(X), one alpha per level for pixels and one for words, starting at 0.
+    """
 
     def __init__(self, cfg: ModelConfig, positional_encoding: bool, levels: int = 3):
         super().__init__()
         self.positional_encoding = positional_encoding
         n_encoders = 1 if cfg.jrm_shared else levels
         self.encoders = nn.ModuleList(JointEncoder(cfg) for _ in range(n_encoders))
+        self.gated = cfg.jrm_gate
+        if self.gated:  # 1-D: no weight decay pulls them back to 0
+            self.pixel_gates, self.word_gates = nn.Parameter(torch.zeros(levels)), nn.Parameter(torch.zeros(levels))
 
     def forward(self, levels: list[torch.Tensor], words: torch.Tensor, word_valid: torch.Tensor):
         b, c, h, w = levels[0].shape
@@ -99,5 +105,8 @@ class JRM(nn.Module):
             encoder = self.encoders[i % len(self.encoders)]
             m = torch.cat([rearrange(visual, "b c h w -> b (h w) c"), words], dim=1)
             x = encoder(m, pos, key_valid)
+            if self.gated:
+                gate = torch.cat([self.pixel_gates[i].expand(h * w), self.word_gates[i].expand(t)]).tanh()
+                x = m + gate.to(x.dtype)[None, :, None] * x
             outputs.append((rearrange(x[:, : h * w], "b (h w) c -> b c h w", h=h), x[:, h * w :]))
         return outputs

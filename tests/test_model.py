@@ -144,6 +144,30 @@ def test_jrm_layers_count_and_shared_encoder_gets_gradient(layers):
     assert_gradients(shared)  # including every layer of the one encoder the three levels share
 
 
+def test_gated_jrm_starts_as_only_cmmlf_and_its_gates_and_encoders_learn():
+    """With `jrm_gate` every level enters CMMLF as X + tanh(alpha) * JRM(X), alpha = 0 at the start: the model then
+    computes what "only CMMLF" computes with the same other weights; one step later JRM takes part."""
+    torch.manual_seed(0)
+    gated = JRNet(small_config(jrm_gate=True), vocab_size=50).eval()
+    only_cmmlf = JRNet(small_config(variant="only_cmmlf"), vocab_size=50).eval()
+    only_cmmlf.load_state_dict({k: v for k, v in gated.state_dict().items() if not k.startswith("jrm.")})
+    words, image = tokens(2, [3, 7]), torch.randn(2, 3, 64, 64)
+    # Equal up to float rounding: JRM's pixel tokens come back as a non-contiguous view, which convolutions sum
+    # in another order.
+    torch.testing.assert_close(gated(words, image), only_cmmlf(words, image), rtol=0, atol=1e-6)
+    gated.train()
+    mask_loss(gated(words, image), torch.rand(2, 64, 64) > 0.5).backward()
+    jrm = gated.jrm
+    assert jrm.pixel_gates.grad.abs().min() > 0 and jrm.word_gates.grad.abs().min() > 0
+    assert all(p.grad is None or p.grad.abs().sum() == 0 for p in jrm.encoders.parameters())  # tanh(0) = 0
+    with torch.no_grad():
+        jrm.pixel_gates.fill_(0.1)
+    gated.zero_grad()
+    mask_loss(gated(words, image), torch.rand(2, 64, 64) > 0.5).backward()
+    assert all(p.grad.abs().sum() > 0 for p in jrm.encoders.parameters())
+    assert (gated.eval()(words, image) - only_cmmlf(words, image)).abs().max() > 1e-3
+
+
 @pytest.mark.parametrize("with_sentence", [False, True])
 def test_cmmlf_sentence_gives_the_fusion_a_route_from_the_sentence_past_the_gates(with_sentence):
     """With every gate held at a constant (conv weights 0), eq. 4's Y^i no longer depend on the sentence: the fused
