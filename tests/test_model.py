@@ -146,7 +146,8 @@ def test_jrm_layers_count_and_shared_encoder_gets_gradient(layers):
 
 def test_gated_jrm_starts_as_only_cmmlf_and_its_gates_and_encoders_learn():
     """With `jrm_gate` every level enters CMMLF as X + tanh(alpha) * JRM(X), alpha = 0 at the start: the model then
-    computes what "only CMMLF" computes with the same other weights; one step later JRM takes part."""
+    computes what "only CMMLF" computes with the same other weights. The gates learn from the first step, JRM's
+    encoders once a gate is off 0, and the output then departs from only CMMLF's."""
     torch.manual_seed(0)
     gated = JRNet(small_config(jrm_gate=True), vocab_size=50).eval()
     only_cmmlf = JRNet(small_config(variant="only_cmmlf"), vocab_size=50).eval()
