@@ -64,9 +64,6 @@ class ModelConfig:
     decoder_channels: int = 512
     decoder_upsamples: int = 2  # bilinear x2 steps in the decoder
     mask_prior: float = 0.1  # initial foreground probability of the logits (RefCOCO objects cover ~10-15%)
-    # Not in the paper: K features of the fused map summed over the half-planes left of, right of, above and below
-    # each cell, beside the decoder's input (0: off): what lies on each side, for extremes and ordinals (8j).
-    side_context: int = 0
     # Not in the paper, for a trunk trained from scratch (the CPU demo, BENCHMARKS.md 8h): maps concatenated to each
     # level before its projection, so that every feature, not only JRM's queries and keys, can read them.
     coord_channels: bool = False  # x and y of each cell
@@ -188,8 +185,6 @@ class Config:
             )
         if m.colour_channels and self.data.feature_cache:
             raise ConfigError("model.colour_channels reads the image, which data.feature_cache leaves out: set one")
-        if m.side_context < 0:
-            raise ConfigError(f"model.side_context={m.side_context} must be >= 0 (0: off)")
         if not 1 <= m.jrm_layers <= 12:
             raise ConfigError(f"model.jrm_layers={m.jrm_layers} must be in 1..12")
         for key in (

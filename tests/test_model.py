@@ -10,7 +10,6 @@ import torch.nn.functional as F
 from jrnet.backbone import Backbone, WeightsError, build_trunk, coordinate_maps, load_trunk_weights
 from jrnet.cmmlf import CMMLF, build_fusion
 from jrnet.config import VARIANTS, ConfigError, ModelConfig, load_config
-from jrnet.decoder import SideContext
 from jrnet.model import JRNet, mask_loss
 
 warnings.filterwarnings("ignore", message=".*random weights.*")
@@ -289,32 +288,6 @@ def test_aspp_dropout_follows_config():
     """torchvision's ASPP hard-codes Dropout(0.5); model.aspp_dropout sets it (default 0.5, as before)."""
     assert JRNet(small_config(), vocab_size=50).decoder.aspp.project[-1].p == 0.5
     assert JRNet(small_config(aspp_dropout=0.0), vocab_size=50).decoder.aspp.project[-1].p == 0.0
-
-
-def test_side_context_sums_what_lies_strictly_left_right_above_and_below_each_cell():
-    """One unit of the reduced feature at row 1, column 2 of a 4 x 5 map: it is left of the cells in columns 3-4,
-    right of columns 0-1, above rows 2-3 and below row 0, whatever their row or column, and counts 1 / (4 * 5)."""
-    sides = SideContext(channels=2, k=1)
-    with torch.no_grad():
-        sides.reduce[0].weight.copy_(torch.tensor([1.0, 0.0]).view(1, 2, 1, 1))
-        sides.reduce[0].bias.zero_()
-    x = torch.zeros(1, 2, 4, 5)
-    x[0, 0, 1, 2], x[0, 1] = 1.0, -3.0  # channel 1 is negative everywhere: the ReLU'd reduction ignores it
-    out = sides(x)
-    assert out.shape == (1, 2 + 4, 4, 5) and torch.equal(out[:, :2], x)
-    columns, rows = torch.arange(5).expand(4, 5), torch.arange(4)[:, None].expand(4, 5)
-    unit = 1 / 20
-    for channel, where in enumerate([columns > 2, columns < 2, rows > 1, rows < 1], start=2):
-        assert torch.allclose(out[0, channel], where.float() * unit), channel
-
-
-def test_side_context_widens_the_decoder_input_by_four_k_and_gets_gradient():
-    model = JRNet(small_config(side_context=4), vocab_size=50)
-    assert model.decoder.aspp.convs[0][0].in_channels == 32 + 4 * 4
-    model(tokens(2, [3, 5]), torch.randn(2, 3, 64, 64)).sum().backward()
-    assert model.decoder.sides.reduce[0].weight.grad.abs().sum() > 0
-    with pytest.raises(ConfigError, match="model.side_context=-1 must be >= 0"):
-        load_config("demo", ["model.side_context=-1"])
 
 
 def test_coordinate_maps_hold_each_cell_centres_x_then_y():
