@@ -9,6 +9,7 @@ Absolute times are printed too, labelled as this machine's.
 
 from __future__ import annotations
 
+import argparse
 import datetime as _dt
 import io
 import os
@@ -45,6 +46,15 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def trained_model_parser(doc: str) -> argparse.ArgumentParser:
+    """The options every script that studies a trained model takes: --checkpoint RUN --shards S [--split val]."""
+    p = argparse.ArgumentParser(description=doc.splitlines()[0])
+    p.add_argument("--checkpoint", required=True, help="a run folder or an exported model")
+    p.add_argument("--shards", required=True)
+    p.add_argument("--split", default="val")
+    return p
 
 
 def header(title: str, measures: str) -> None:

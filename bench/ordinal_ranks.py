@@ -9,11 +9,11 @@ leftmost X, which the spatial extremes teach; every later rank needs the objects
 
 from __future__ import annotations
 
-import argparse
 import re
 from collections import defaultdict
 
 import torch
+from common import trained_model_parser
 
 from jrnet.eval_stream import eval_loader
 from jrnet.evaluate import predict_masks
@@ -26,10 +26,7 @@ RANK = re.compile(r"\b(" + "|".join(ORDINALS) + r")\b.* from the (\w+)")
 
 @torch.no_grad()
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--checkpoint", required=True)
-    p.add_argument("--shards", required=True)
-    p.add_argument("--split", default="val")
+    p = trained_model_parser(__doc__)
     args = p.parse_args()
     torch.set_num_threads(1)
     trained = load(args.checkpoint, args.shards)

@@ -15,7 +15,6 @@ leftmost of everything of its size class), i.e. where a model that ignores colou
 
 from __future__ import annotations
 
-import argparse
 import json
 from collections import defaultdict
 from itertools import islice
@@ -23,6 +22,7 @@ from itertools import islice
 import numpy as np
 import torch
 import webdataset as wds
+from common import trained_model_parser
 
 from jrnet.inference import load
 from jrnet.prep.expressions import DIRECTIONS, attribute_sets, is_extreme, matches
@@ -67,10 +67,7 @@ def redundant_share(scenes: int = 3000, seed: int = 1) -> tuple[int, float]:
 
 @torch.no_grad()
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--checkpoint", required=True)
-    p.add_argument("--shards", required=True)
-    p.add_argument("--split", default="val")
+    p = trained_model_parser(__doc__)
     p.add_argument("--refs", type=int, default=250, help="the split's first N refs")
     args = p.parse_args()
     torch.set_num_threads(1)
