@@ -26,8 +26,7 @@ RANK = re.compile(r"\b(" + "|".join(ORDINALS) + r")\b.* from the (\w+)")
 
 @torch.no_grad()
 def main() -> None:
-    p = trained_model_parser(__doc__)
-    args = p.parse_args()
+    args = trained_model_parser(__doc__).parse_args()
     torch.set_num_threads(1)
     trained = load(args.checkpoint, args.shards)
     shards = trained.datasets(args.shards).parts[0].shards
@@ -47,8 +46,9 @@ def main() -> None:
     print(f"{args.checkpoint}, {args.split}: ordinal sentences, overall IoU by group")
     print("| group | value | sentences | overall IoU |")
     print("| --- | --- | ---: | ---: |")
-    order = {word: i for i, word in enumerate(ORDINALS)}
-    for (group, value), (inter, union, n) in sorted(totals.items(), key=lambda kv: (kv[0][0], order.get(kv[0][1], 9))):
+    order = {word: i for i, word in enumerate(ORDINALS)}  # ranks in counting order, sides alphabetically
+    rows = sorted(totals.items(), key=lambda kv: (kv[0][0], order.get(kv[0][1], len(ORDINALS)), kv[0][1]))
+    for (group, value), (inter, union, n) in rows:
         print(f"| {group} | {value} | {n} | {100 * inter / max(union, 1):.2f} |")
 
 
