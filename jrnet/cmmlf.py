@@ -42,6 +42,8 @@ class CMMLF(nn.Module):
     src = i (paper, eq. 4, default) or j (`cmmlf_gate_source: authors`, what the authors' code computes).
     `cmmlf_sentence` (not in the paper): each Y^i enters the Conv3D fusion beside its tiled X_lavg^i, a direct route
     from the sentence to the fused map like the concat fusion's (BENCHMARKS.md 8d: CMMLF alone learns slowly).
+    `cmmlf_product` (not in the paper): each Y^i also enters it as Y^i * tile(X_lavg^i), elementwise, so that which
+    pixels match the sentence is one product away instead of being left to the convolution of a concatenation.
     """
 
     def __init__(self, cfg: ModelConfig, levels: int = 3):
@@ -53,17 +55,21 @@ class CMMLF(nn.Module):
             for _ in self.pairs
         )
         self.source_j = cfg.cmmlf_gate_source == "authors"
-        self.with_sentence = cfg.cmmlf_sentence
-        self.fuse = Conv3dFusion(c, levels, cfg.fusion_dropout, in_channels=2 * c if self.with_sentence else c)
+        self.with_sentence, self.with_product = cfg.cmmlf_sentence, cfg.cmmlf_product
+        inputs = c * (1 + self.with_sentence + self.with_product)
+        self.fuse = Conv3dFusion(c, levels, cfg.fusion_dropout, in_channels=inputs)
 
     def forward(self, visual: list[torch.Tensor], sentence: list[torch.Tensor]) -> torch.Tensor:
         refined = list(visual)
         for (i, j), gate in zip(self.pairs, self.gates, strict=True):
             weight = gate(torch.cat([visual[i], tile(sentence[j], visual[i])], dim=1))
             refined[i] = refined[i] + weight * visual[j if self.source_j else i]
-        if self.with_sentence:
-            refined = [torch.cat([y, tile(s, y)], dim=1) for y, s in zip(refined, sentence, strict=True)]
-        return self.fuse(refined)
+        return self.fuse([self.fusion_input(y, s) for y, s in zip(refined, sentence, strict=True)])
+
+    def fusion_input(self, y: torch.Tensor, sentence: torch.Tensor) -> torch.Tensor:
+        tiled = tile(sentence, y)
+        parts = [y] + [tiled] * self.with_sentence + [y * tiled] * self.with_product
+        return torch.cat(parts, dim=1) if len(parts) > 1 else y
 
 
 class Conv3dOnly(nn.Module):

@@ -14,6 +14,7 @@ from typing import Any
 
 import yaml
 
+from jrnet.mirror import FLIPS
 from jrnet.shard_format import KINDS
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"  # named configs, shipped as package data
@@ -58,6 +59,7 @@ class ModelConfig:
     attention: str = "sdpa"  # sdpa (fused) | eager (explicit softmax, for benchmark/equality test only)
     cmmlf_gate_source: str = "paper"  # paper: Lambda_ij * X_v^i (eq. 4) | authors: Lambda_ij * X_v^j
     cmmlf_sentence: bool = False  # not in the paper: the Conv3D fusion also reads each level's tiled sentence
+    cmmlf_product: bool = False  # not in the paper: ... and each level times its sentence vector, elementwise
     fusion_dropout: float = 0.1
     aspp_rates: tuple[int, ...] = (6, 12, 24)
     aspp_dropout: float = 0.5  # after the ASPP projection (DeepLabv3, torchvision's fixed value)
@@ -78,6 +80,7 @@ class DataConfig:
     dataset: str | None = "synthetic"  # subfolder of --shards (one dataset; None when `datasets` names a mix)
     datasets: dict[str, float] | None = None  # a weighted mix instead, e.g. {unc: 1, unc+: 1, gref: 0.5} (mix.py)
     oversample: dict[str, float] | None = None  # share of samples drawn from one expression kind, {attribute: 0.3}
+    flips: tuple[str, ...] = ()  # mirrored training samples, side words swapped: horizontal, vertical (mirror.py)
     train_split: str = "train"
     eval_splits: tuple[str, ...] = ("val",)
     max_words: int = 25  # words per sentence: must equal the shards' (pipeline/shard.py --max-words)
@@ -110,6 +113,13 @@ class DataConfig:
         for name, weight in self.datasets.items():
             if not weight > 0:
                 raise ConfigError(f"data.datasets: weight of {name!r} is {weight}; weights must be > 0")
+
+    def validate_flips(self) -> None:
+        for flip in self.flips:
+            _choice("data.flips", flip, FLIPS)
+        if self.flips and (self.feature_cache or self.gpu_decode):
+            source = "data.feature_cache" if self.feature_cache else "data.gpu_decode"
+            raise ConfigError(f"data.flips mirrors decoded images, which {source} does not give the loader: set one")
 
     def validate_oversample(self) -> None:
         for kind, share in (self.oversample or {}).items():
@@ -204,6 +214,7 @@ class Config:
             raise ConfigError(f"data.read_timeout={self.data.read_timeout} must be > 0")
         self.data.validate_mix()
         self.data.validate_oversample()
+        self.data.validate_flips()
         for key, value in (
             ("data.max_words", self.data.max_words),
             ("data.eval_limit", self.data.eval_limit),

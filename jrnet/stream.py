@@ -35,6 +35,7 @@ import webdataset as wds
 from torch.utils.data import default_collate
 
 from jrnet.config import Config
+from jrnet.mirror import Mirrors
 from jrnet.mix import Mix, Part
 from jrnet.preemption import kill_workers_at_exit, worker_ignores_stop_signals
 from jrnet.samples import ErrorPolicy, train_sample
@@ -299,10 +300,12 @@ def train_pipeline(cfg: Config, data: Mix, plan: LoaderPlan, epoch: int, skip: i
     if data.mixed:
         source = DrawnSamples(parts, data.weights, "mix", seed, epoch, skip, tag="__part__")
         sample = partial(mixed_train_sample, cfg=cfg, epoch=epoch, tokens=data.tokens)
+    mirror = [wds.map(partial(Mirrors(d.flips, data.vocab, seed), epoch=epoch))] if d.flips else []
     return wds.DataPipeline(
         source,
         partial(skip_done, plan=plan, skip=skip),
         wds.map(sample, handler=policy),
+        *mirror,
         wds.batched(plan.micro_batch, collation_fn=partial(collate_train, policy=policy, skip=skip), partial=False),
         partial(take_remaining, plan=plan, skip=skip),
     )

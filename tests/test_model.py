@@ -185,6 +185,28 @@ def test_cmmlf_sentence_gives_the_fusion_a_route_from_the_sentence_past_the_gate
     assert torch.equal(one, other) != with_sentence
 
 
+@pytest.mark.parametrize("with_sentence", [False, True])
+def test_cmmlf_product_hands_the_fusion_each_level_times_its_sentence_vector(with_sentence):
+    """With every gate at sigmoid(0) = 1/2 (conv weights 0, BN at its initial statistics), eq. 4 gives Y^i = 2 X_v^i;
+    the Conv3D fusion must then read [Y^i ; tile(s^i)] (`cmmlf_sentence`) followed by Y^i * tile(s^i), channel by
+    channel."""
+    torch.manual_seed(0)
+    c = 8
+    cfg = small_config(channels=c, cmmlf_sentence=with_sentence, cmmlf_product=True)
+    fusion = build_fusion("cmmlf", cfg).eval()
+    for gate in fusion.gates:
+        torch.nn.init.zeros_(gate[0].weight)
+    visual, sentence = [torch.randn(2, c, 5, 6) for _ in range(3)], [torch.randn(2, c) for _ in range(3)]
+    seen = []
+    fusion.fuse.register_forward_pre_hook(lambda module, args: seen.append(args[0]))
+    with torch.no_grad():
+        fusion(visual, sentence)
+    for x, s, fused_input in zip(visual, sentence, seen[0], strict=True):
+        y, tiled = 2 * x, s[:, :, None, None].expand_as(x)
+        expected = [y, tiled, y * tiled] if with_sentence else [y, y * tiled]
+        torch.testing.assert_close(fused_input, torch.cat(expected, dim=1))
+
+
 @pytest.mark.parametrize("source", ["paper", "authors"])
 def test_cmmlf_computes_eq_3_and_4(source):
     """Eq. 3: Lambda_ij = sigmoid(BN(conv3x3([X_v^i ; tile(X_lavg^j)]))); eq. 4: Y^i = X_v^i + sum_{j != i}
