@@ -9,7 +9,7 @@ differs is only the plumbing: one process with 2 torch threads instead of 2 Deep
 decoded once into memory, batches drawn uniformly with replacement (seeded), and val scored at the model's input
 size (S x S masks) instead of the original resolution. `--kinds` trains and scores only sentences of those
 expression kinds; `data.oversample={KIND: SHARE}` (one kind) draws that share of every batch from refs of KIND, as
-the training loader does (BENCHMARKS.md 8f).
+the training loader does (BENCHMARKS.md 8f); `data.flips` mirrors samples as the training loader does.
 Same samples per second as `make demo` on this machine, within noise, so a curve here reads as minutes of the
 demo. The figures in BENCHMARKS.md section 8 came from it.
 """
@@ -26,6 +26,7 @@ import webdataset as wds
 
 from jrnet.config import load_config
 from jrnet.engine import param_groups, poly_lr_factor
+from jrnet.mirror import Mirrors
 from jrnet.model import build_jrnet, mask_loss
 from jrnet.samples import decode_image, decode_mask, encode_tokens
 from jrnet.shard_format import IMAGE, MASK, META
@@ -108,14 +109,17 @@ def main() -> None:
         optimizer, lambda step: poly_lr_factor(step, steps, t.poly_power, t.warmup_steps)
     )
     draw = torch.Generator().manual_seed(args.seed)
+    mirrors = Mirrors(cfg.data.flips, shards.vocab(), args.seed)  # `data.flips`, as the training loader applies it
     start = time.perf_counter()
     for step in range(1, steps + 1):
         images, masks, tokens = [], [], []
         for index in batch_indices(len(train), t.global_batch_size, draw, pool, share):
             image, mask, sentences = train[index]
-            images.append(image)
-            masks.append(mask)
-            tokens.append(sentences[int(torch.randint(len(sentences), (1,), generator=draw))][0])
+            sentence = sentences[int(torch.randint(len(sentences), (1,), generator=draw))][0]
+            sample = mirrors({"image": image, "mask": mask, "tokens": sentence, "ref_id": index}, epoch=step)
+            images.append(sample["image"])
+            masks.append(sample["mask"])
+            tokens.append(sample["tokens"])
         loss = mask_loss(model(torch.stack(tokens), torch.stack(images)), torch.stack(masks), t.dice_weight)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
