@@ -8,7 +8,6 @@ from einops import repeat
 from torch import nn
 
 from jrnet.config import ModelConfig
-from jrnet.count import SideCounts
 
 
 def masked_mean(words: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
@@ -57,27 +56,20 @@ class CMMLF(nn.Module):
         )
         self.source_j = cfg.cmmlf_gate_source == "authors"
         self.with_sentence, self.with_product = cfg.cmmlf_sentence, cfg.cmmlf_product
-        self.counts = nn.ModuleList(SideCounts(c, cfg.side_counts) for _ in range(levels)) if cfg.side_counts else None
-        inputs = c * (1 + self.with_sentence + self.with_product) + (self.counts[0].out_channels if self.counts else 0)
+        inputs = c * (1 + self.with_sentence + self.with_product)
         self.fuse = Conv3dFusion(c, levels, cfg.fusion_dropout, in_channels=inputs)
 
-    def forward(self, visual: list[torch.Tensor], sentence: list[torch.Tensor], with_mass: bool = False):
-        """The fused map (B, C, H, W); with `with_mass`, also each level's object mass maps (`side_counts`)."""
+    def forward(self, visual: list[torch.Tensor], sentence: list[torch.Tensor]) -> torch.Tensor:
         refined = list(visual)
         for (i, j), gate in zip(self.pairs, self.gates, strict=True):
             weight = gate(torch.cat([visual[i], tile(sentence[j], visual[i])], dim=1))
             refined[i] = refined[i] + weight * visual[j if self.source_j else i]
-        inputs, masses = [], []
-        for level, (y, s) in enumerate(zip(refined, sentence, strict=True)):
-            tiled = tile(s, y)
-            parts = [y] + [tiled] * self.with_sentence + [y * tiled] * self.with_product
-            if self.counts is not None:
-                counts, mass = self.counts[level](y * tiled, s)
-                parts.append(counts)
-                masses.append(mass)
-            inputs.append(torch.cat(parts, dim=1) if len(parts) > 1 else y)
-        fused = self.fuse(inputs)
-        return (fused, masses) if with_mass else fused
+        return self.fuse([self.fusion_input(y, s) for y, s in zip(refined, sentence, strict=True)])
+
+    def fusion_input(self, y: torch.Tensor, sentence: torch.Tensor) -> torch.Tensor:
+        tiled = tile(sentence, y)
+        parts = [y] + [tiled] * self.with_sentence + [y * tiled] * self.with_product
+        return torch.cat(parts, dim=1) if len(parts) > 1 else y
 
 
 class Conv3dOnly(nn.Module):

@@ -60,7 +60,6 @@ class ModelConfig:
     cmmlf_gate_source: str = "paper"  # paper: Lambda_ij * X_v^i (eq. 4) | authors: Lambda_ij * X_v^j
     cmmlf_sentence: bool = False  # not in the paper: the Conv3D fusion also reads each level's tiled sentence
     cmmlf_product: bool = False  # not in the paper: ... and each level times its sentence vector, elementwise
-    side_counts: int = 0  # not in the paper: ... and K maps' counts of matched objects on each side (count.py)
     fusion_dropout: float = 0.1
     aspp_rates: tuple[int, ...] = (6, 12, 24)
     aspp_dropout: float = 0.5  # after the ASPP projection (DeepLabv3, torchvision's fixed value)
@@ -144,7 +143,6 @@ class TrainConfig:
     warmup_steps: int = 0
     grad_clip: float = 1.0
     dice_weight: float = 0.0  # soft Dice added to the per-pixel loss (not in the paper)
-    count_weight: float = 0.0  # count.py's loss on model.side_counts' object maps, added (not in the paper)
     # The trunk's LR relative to `lr` (DETR's lr_backbone). A trunk trained from scratch at the full LR forgets
     # colour before the sentence can use it (BENCHMARKS.md, demo recipe).
     trunk_lr_scale: float = 1.0
@@ -197,10 +195,6 @@ class Config:
             )
         if m.colour_channels and self.data.feature_cache:
             raise ConfigError("model.colour_channels reads the image, which data.feature_cache leaves out: set one")
-        if t.count_weight and not (m.side_counts and m.variant_flags()[1] == "cmmlf"):
-            raise ConfigError(
-                "train.count_weight trains the object maps of model.side_counts, which needs CMMLF: set both"
-            )
         if not 1 <= m.jrm_layers <= 12:
             raise ConfigError(f"model.jrm_layers={m.jrm_layers} must be in 1..12")
         for key in (

@@ -39,15 +39,8 @@ class JRNet(nn.Module):
         self.fusion = build_fusion(fusion, cfg)
         self.decoder = MaskDecoder(cfg)
 
-    def forward(
-        self,
-        tokens: torch.Tensor,
-        image: torch.Tensor | None = None,
-        cached: torch.Tensor | None = None,
-        with_mass: bool = False,
-    ):
-        """Logits (B, 1, S, S) at the input size S; `cached`: feature-cache levels instead of the image;
-        `with_mass`: (logits, CMMLF's object mass maps per level) for `train.count_weight`."""
+    def forward(self, tokens: torch.Tensor, image: torch.Tensor | None = None, cached: torch.Tensor | None = None):
+        """Logits (B, 1, S, S) at the input size S; `cached`: feature-cache levels instead of the image."""
         levels = self.backbone(image, cached)
         words, valid = self.text(tokens)
         words = words.to(levels[0].dtype)
@@ -56,13 +49,8 @@ class JRNet(nn.Module):
         else:
             visual, word_out = levels, [words] * len(levels)
         sentence = [masked_mean(x, valid) for x in word_out]
-        if with_mass:
-            fused, masses = self.fusion(list(visual), sentence, with_mass=True)
-        else:
-            fused = self.fusion(list(visual), sentence)
-        logits = self.decoder(fused)
-        logits = F.interpolate(logits, size=(self.image_size, self.image_size), mode="bilinear", align_corners=False)
-        return (logits, masses) if with_mass else logits
+        logits = self.decoder(self.fusion(list(visual), sentence))
+        return F.interpolate(logits, size=(self.image_size, self.image_size), mode="bilinear", align_corners=False)
 
     @classmethod
     def from_pretrained(cls, folder: str | Path) -> JRNet:

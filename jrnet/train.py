@@ -19,7 +19,6 @@ from tqdm import tqdm
 
 from jrnet import checkpoint
 from jrnet.config import Config
-from jrnet.count import count_loss
 from jrnet.distributed import DistEnv, average_buffers, init_distributed, max_over_ranks, mean_over_ranks
 from jrnet.engine import build_engine, resolve_precision, zero_stage
 from jrnet.evaluate import evaluate_split
@@ -172,7 +171,8 @@ class Trainer:
             t0 = time.perf_counter()
             batch = next(batches)
             t1 = time.perf_counter()
-            loss = self.loss(batch, dev)
+            logits = self.engine(**model_kwargs(batch, dev))
+            loss = mask_loss(logits, batch["mask"].to(dev), self.cfg.train.dice_weight)
             t2 = time.perf_counter()
             self.engine.backward(loss)
             t3 = time.perf_counter()
@@ -186,13 +186,6 @@ class Trainer:
             window.micro_batches += 1
             self.skipped[self.stream.epoch, int(batch["worker"])] = int(batch["skipped"])
         self.step += 1
-
-    def loss(self, batch: dict, dev) -> torch.Tensor:
-        t, target = self.cfg.train, batch["mask"].to(dev)
-        if not t.count_weight:
-            return mask_loss(self.engine(**model_kwargs(batch, dev)), target, t.dice_weight)
-        logits, masses = self.engine(**model_kwargs(batch, dev), with_mass=True)
-        return mask_loss(logits, target, t.dice_weight) + t.count_weight * count_loss(masses, target)
 
     def stop_requested(self) -> int:
         """The stop signal any rank received (all ranks agree), or 0."""
