@@ -109,6 +109,7 @@ class Trainer:
         torch.manual_seed(cfg.train.seed + env.rank)  # same init on every rank (above), own dropout masks from here
         self.stream = TrainStream(cfg, data, self.plan, env.world_size)
         self.step, self.run_id = 0, new_run_id()
+        self.train_seconds = 0.0  # the learning curve's clock: training only, evaluations and checkpoints left out
         self.skipped: dict[tuple[int, int], int] = {}  # (epoch, worker) -> broken samples skipped so far
         self.logger: RunLogger | None = None
 
@@ -117,6 +118,7 @@ class Trainer:
     def state_dict(self) -> dict:
         return {
             "step": self.step,
+            "train_seconds": self.train_seconds,
             "wandb_id": self.run_id,
             "config": self.cfg.to_dict(),
             "trunk": self.trunk,
@@ -125,6 +127,7 @@ class Trainer:
 
     def load_state_dict(self, state: dict) -> str:
         self.step, self.run_id = state["step"], state["wandb_id"]
+        self.train_seconds = state.get("train_seconds", 0.0)  # checkpoints written before the clock: from 0
         return self.stream.load_state_dict(state["data"])
 
     def resume(self, start: Path) -> None:
@@ -149,7 +152,7 @@ class Trainer:
             bar.update(1)
             signalled = self.stop_requested()
             last = self.step == stop_at or bool(signalled)
-            if self.step % t.log_every == 0 or last:
+            if self.step % t.log_every == 0 or self.step % t.eval_every == 0 or last:  # evaluations read the clock
                 self.log_window(window)
                 window = Window()
             with window.paused():
@@ -220,9 +223,11 @@ class Trainer:
     def log_window(self, w: Window) -> None:
         n = max(1, w.micro_batches)
         elapsed = time.perf_counter() - w.started
+        self.train_seconds += elapsed
         samples = w.micro_batches * self.plan.micro_batch * self.env.world_size
         record = {
             "step": self.step,
+            "train_seconds": self.train_seconds,
             "epoch": self.stream.epoch,
             "loss": mean_over_ranks(w.loss / n),
             "lr": self.engine.get_lr()[0],
@@ -278,10 +283,10 @@ class Trainer:
                 gallery([p for p, _ in panels]).save(folder / f"{label.replace('/', '_')}_step{step:08d}.png")
         self.engine.train()
         if self.env.is_main:
-            record = {"step": step, **flatten({"eval": results})}
+            record = {"step": step, "train_seconds": self.train_seconds, **flatten({"eval": results})}
             self.logger.log(record)
             self.logger.log_images(step, images)
-            report = {"step": step, "final": final, "splits": results}
+            report = {"step": step, "train_seconds": self.train_seconds, "final": final, "splits": results}
             (self.out / "eval.json").write_text(json.dumps(report, indent=2))
             log.info("evaluation at step %d\n%s", step, format_table(results))
         return results, 0

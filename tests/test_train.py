@@ -63,11 +63,25 @@ def log_time(stamp: str) -> float:
     return datetime.strptime(stamp, "%Y-%m-%d %H:%M:%S,%f").timestamp()
 
 
+def assert_train_seconds_add_up_the_windows(records: list[dict], global_batch: int) -> None:
+    """`train_seconds` of step k is the sum of the training windows of steps 1..k (each global_batch / samples_per_s),
+    across a resume too; an evaluation's record carries the clock of its step's training record."""
+    total, clock = 0.0, {}
+    for r in records:
+        if "loss" in r:
+            total += global_batch / r["samples_per_s"]
+            assert r["train_seconds"] == pytest.approx(total, rel=1e-9), r
+            clock[r["step"]] = r["train_seconds"]
+    evaluations = [r for r in records if "loss" not in r]
+    assert evaluations and all(r["train_seconds"] == clock[r["step"]] for r in evaluations), evaluations
+
+
 def check_batch_arithmetic(
     output: str, run: Path, shards: Path, world: int, accumulation: int, precision: str, zero: int
-):
+) -> list[int]:
     """The first log line states the batch arithmetic of the tiny config exactly; every metrics.jsonl training record
-    agrees with it: epoch, LR schedule, samples/s, per-rank samples/s and the time_* split of each step."""
+    agrees with it: epoch, LR schedule, samples/s, per-rank samples/s, the time_* split of each step and the training
+    clock, from which checkpoints are left out. Returns the steps of the mid-run checkpoints checked."""
     global_batch, total_steps, lr = 8, 6, 1.0e-3  # configs/tiny.yaml (log_every 1, poly_power 0.5, no warmup)
     micro = global_batch // (world * accumulation)
     assert global_batch == world * micro * accumulation
@@ -99,11 +113,22 @@ def check_batch_arithmetic(
         window = global_batch / r["samples_per_s"]  # one step = global_batch samples = `accumulation` micro-batches
         assert accumulation * sum(parts) <= window * (1 + 1e-9), r  # time_* are means per micro-batch
         assert window <= stamps[k] - stamps[k - 1] + 0.005, (r, stamps)  # log timestamps: ms, truncated
+    assert_train_seconds_add_up_the_windows(records, global_batch)
+    # The window after a checkpoint starts once it is written: its saving time is not training time.
+    saved = {
+        int(step): log_time(stamp) for stamp, step in re.findall(TIMESTAMP + r"checkpoint \S*step_0*(\d+)", output)
+    }
+    mid_run = sorted(step for step in saved if step < steps[-1])
+    for step in mid_run:
+        window = global_batch / train[step]["samples_per_s"]  # the record of step + 1
+        assert window <= stamps[step + 1] - saved[step] + 0.005, (train[step], saved)
+    return mid_run
 
 
 def test_log_line_and_metrics_pin_batch_arithmetic(straight_runs, synthetic_shards):
     for stage, run in straight_runs.items():
-        check_batch_arithmetic(launch_output(run), run, synthetic_shards, 2, 1, "fp32", stage)
+        mid_run = check_batch_arithmetic(launch_output(run), run, synthetic_shards, 2, 1, "fp32", stage)
+        assert mid_run == [3]  # configs/tiny.yaml: checkpoint_every 3 of 6 steps
 
 
 DTYPE_PROBE = """
@@ -151,6 +176,8 @@ def test_stop_and_resume_equals_straight_run(straight_runs, synthetic_shards, tm
     second = launch([*common, "--resume", "auto"])
     assert "resumed from" in second.stdout + second.stderr
     assert losses(tmp_path) == losses(straight_runs[2])  # bit-identical in fp32 with fixed threads
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert_train_seconds_add_up_the_windows(records, global_batch=8)  # the clock went on from the checkpoint's
 
 
 def test_two_rank_checkpoint_resumes_on_one_rank(straight_runs, synthetic_shards, tmp_path):
