@@ -117,8 +117,8 @@ class Backbone(nn.Module):
             load_trunk_weights(self.trunk, cfg.backbone_weights)
         elif self.frozen:
             warnings.warn("frozen backbone with random weights: set model.backbone_weights", stacklevel=2)
-        if self.frozen:
-            self.trunk.requires_grad_(False)
+        if self.frozen:  # eval mode from the start: the trainer does not call train() before its first step
+            self.trunk.requires_grad_(False).eval()
         self.level_channels = list(LEVEL_CHANNELS[cfg.backbone])
         self.coords, self.colours = cfg.coord_channels, cfg.colour_channels
         extra = 2 * self.coords + 3 * self.colours

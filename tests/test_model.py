@@ -57,9 +57,14 @@ def test_paper_config_shapes(name, size, tokens_side):
     assert abs(head / 1e6 - 80.24) / 80.24 < 0.03  # the authors' head, measured from their code
 
 
-def test_frozen_backbone_only_head_trains():
+@pytest.mark.parametrize("train_called", [False, True], ids=["as_built", "after_train"])
+def test_frozen_backbone_only_head_trains(train_called):
+    """As built (the trainer's first steps come before any train() / eval() call) and after model.train()."""
     torch.manual_seed(0)
-    model = JRNet(small_config(), vocab_size=50).train()
+    model = JRNet(small_config(), vocab_size=50)
+    if train_called:
+        model.train()
+    assert model.training
     trunk_before = {k: v.clone() for k, v in model.backbone.trunk.state_dict().items()}
     opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1)
     loss = mask_loss(model(tokens(2, [3, 5]), torch.randn(2, 3, 64, 64)), torch.rand(2, 64, 64) > 0.5)

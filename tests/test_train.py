@@ -52,6 +52,15 @@ def test_zero_stages_agree(straight_runs):
         assert json.loads((out / "eval.json").read_text())["splits"]["val"]["samples"] > 0
 
 
+def test_evaluations_do_not_change_training(straight_runs, synthetic_shards, tmp_path):
+    """Evaluated at steps 2 and 4 (mode switches, BatchNorm buffers averaged over ranks), the tiny run's losses are
+    those of the run evaluated only at the end, bit for bit: its frozen trunk runs in eval mode from the first step."""
+    launch(run_args(synthetic_shards, tmp_path, "train.zero_stage=1", "data.workers=2", "train.eval_every=2"))
+    evaluated = [json.loads(x)["step"] for x in (tmp_path / "metrics.jsonl").read_text().splitlines() if '"eval/' in x]
+    assert evaluated == [2, 4, 6]
+    assert losses(tmp_path) == losses(straight_runs[1])
+
+
 def launch_output(run: Path) -> str:
     return run.with_name(f"{run.name}.log").read_text()
 
