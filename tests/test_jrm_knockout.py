@@ -21,7 +21,7 @@ PIXEL, WORD = torch.tensor([0.5, 1.0, -0.7]), torch.tensor([1.0, -0.5, 0.8])  # 
 
 def test_knockout_rows_score_the_model_as_set_and_the_model_without_jrm(synthetic_shards):
     # mask_prior 0.5: logits start near 0, so the masks of an untrained model move with every change of its gates
-    cfg = load_config("tiny", ["model.jrm_gate=true", "model.mask_prior=0.5", "model.jrm_dropout=0"])
+    cfg = load_config("tiny", ["model.jrm_gate=true", "model.mask_prior=0.5"])
     data = Mix.open(synthetic_shards, cfg)
     shards = data.parts[0].shards
     model = build_jrnet(cfg, data.vocab_size()).eval()
