@@ -14,8 +14,8 @@ from common import trained_model_parser
 
 from jrnet.evaluate import evaluate_split
 from jrnet.inference import load
+from jrnet.shard_format import KINDS
 
-KINDS = ("attribute", "spatial", "ordinal", "comparative")
 GATES = ("pixel_gates", "word_gates")
 ONLY_CMMLF = "all gates 0 (= only CMMLF's path)"
 KNOCKOUTS = {"as trained": (), "pixel gates 0": ("pixel_gates",), "word gates 0": ("word_gates",), ONLY_CMMLF: GATES}

@@ -19,16 +19,22 @@ import jrm_knockout  # noqa: E402
 PIXEL, WORD = torch.tensor([0.5, 1.0, -0.7]), torch.tensor([1.0, -0.5, 0.8])  # tanh 0.46 .. 0.76: JRM half open
 
 
-def test_knockout_rows_score_the_model_as_set_and_the_model_without_jrm(synthetic_shards):
-    # mask_prior 0.5: logits start near 0, so the masks of an untrained model move with every change of its gates
+def half_open_model(shards_dir):
+    """A tiny gated JRNet in eval mode with its gates set to PIXEL and WORD, its config and its val shards.
+    mask_prior 0.5: logits start near 0, so the masks of an untrained model move with every change of its gates."""
     cfg = load_config("tiny", ["model.jrm_gate=true", "model.mask_prior=0.5"])
-    data = Mix.open(synthetic_shards, cfg)
-    shards = data.parts[0].shards
+    data = Mix.open(shards_dir, cfg)
     model = build_jrnet(cfg, data.vocab_size()).eval()
     with torch.no_grad():
         model.jrm.pixel_gates.copy_(PIXEL)
         model.jrm.word_gates.copy_(WORD)
-        rows = jrm_knockout.knockouts(model, cfg, shards, "val")
+    return model, cfg, data.parts[0].shards
+
+
+def test_knockout_rows_score_the_model_as_set_and_the_model_without_jrm(synthetic_shards):
+    model, cfg, shards = half_open_model(synthetic_shards)
+    rows = jrm_knockout.knockouts(model, cfg, shards, "val")
+    with torch.no_grad():
         as_set, _ = evaluate_split(model, cfg, shards, "val", "cpu", batch_size=64)
         model.jrm = None  # JRNet.forward without JRM: the levels and the words go straight to CMMLF
         without, _ = evaluate_split(model, cfg, shards, "val", "cpu", batch_size=64)
@@ -43,11 +49,6 @@ def test_knockout_rows_score_the_model_as_set_and_the_model_without_jrm(syntheti
 
 
 def test_knockouts_put_the_gates_back(synthetic_shards):
-    cfg = load_config("tiny", ["model.jrm_gate=true"])
-    data = Mix.open(synthetic_shards, cfg)
-    model = build_jrnet(cfg, data.vocab_size()).eval()
-    with torch.no_grad():
-        model.jrm.pixel_gates.copy_(PIXEL)
-        model.jrm.word_gates.copy_(WORD)
-    jrm_knockout.knockouts(model, cfg, data.parts[0].shards, "val")
+    model, cfg, shards = half_open_model(synthetic_shards)
+    jrm_knockout.knockouts(model, cfg, shards, "val")
     assert torch.equal(model.jrm.pixel_gates.detach(), PIXEL) and torch.equal(model.jrm.word_gates.detach(), WORD)
