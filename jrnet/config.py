@@ -16,6 +16,7 @@ import yaml
 
 from jrnet.mirror import FLIPS
 from jrnet.shard_format import KINDS
+from jrnet.typed_yaml import ConfigError, build, merge, parse_override
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"  # named configs, shipped as package data
 
@@ -30,10 +31,6 @@ VARIANTS: dict[str, tuple[str, str, bool, bool]] = {
     "no_glove": ("jrm", "cmmlf", False, True),
     "no_pe": ("jrm", "cmmlf", True, False),
 }
-
-
-class ConfigError(ValueError):
-    """A config file or override that cannot describe a valid run."""
 
 
 @dataclass
@@ -269,7 +266,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
         raw = _read_yaml(file)
     origins: dict[str, str] = {}
     for item in overrides:
-        key, value = _parse_override(item)
+        key, value = parse_override(item, Config)
         *parents, leaf = key.split(".")
         node = raw
         for part in parents:
@@ -277,7 +274,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
         node[leaf] = value
         origins[key] = f"command line override {item!r}"
     prefer_data_source(raw, {k.removeprefix("data.") for k in origins if k.startswith("data.")}, "the command line")
-    config = _build(Config, raw, source, prefix="", origins=origins)
+    config = build(Config, raw, source, prefix="", origins=origins)
     config.validate()
     return config
 
@@ -318,93 +315,8 @@ def prefer_data_source(raw: dict[str, Any], given: set[str], where: str) -> None
         data.pop("datasets", None)
 
 
-def merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
-    """`top` over `base`, mappings merged key by key."""
-    out = dict(base)
-    for key, value in top.items():
-        out[key] = merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
-    return out
-
-
-def _parse_override(item: str) -> tuple[str, Any]:
-    """`section.key=value` checked against the config's fields, the value read as YAML."""
-    key, sep, value = item.partition("=")
-    where = f"command line override {item!r}"
-    if not sep:
-        raise ConfigError(f"{where} is not of the form section.key=value")
-    key = key.strip()
-    cls = Config
-    for depth, part in enumerate(parts := key.split(".")):
-        fields = {f.name: f for f in dataclasses.fields(cls)}
-        if part not in fields:
-            valid = ".".join(parts[:depth]) or "the top level"
-            raise ConfigError(f"{where}: unknown config key '{key}'; valid keys of {valid}: {sorted(fields)}")
-        default = getattr(cls(), part)
-        last = depth == len(parts) - 1
-        if dataclasses.is_dataclass(default) == last:
-            raise ConfigError(f"{where}: '{key}' is " + ("a section, not a key" if last else "not a section"))
-        cls = type(default)
-    try:
-        return key, yaml.safe_load(value)
-    except yaml.YAMLError:
-        raise ConfigError(f"{where}: {value!r} is not a valid value") from None
-
-
 def config_from_dict(raw: dict[str, Any]) -> Config:
     """Rebuild a Config saved with `to_dict` (for example inside a checkpoint)."""
-    config = _build(Config, raw, "<dict>", prefix="", origins={})
+    config = build(Config, raw, "<dict>", prefix="", origins={})
     config.validate()
     return config
-
-
-def _build(cls, raw: dict[str, Any], source: str, prefix: str, origins: dict[str, str]):
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(raw) - set(fields))
-    if unknown:
-        raise ConfigError(
-            f"{source}: unknown config key '{prefix}{unknown[0]}'; valid keys of "
-            f"{prefix.rstrip('.') or 'the top level'}: {sorted(fields)}"
-        )
-    kwargs = {}
-    defaults = cls()
-    for name, value in raw.items():
-        default = getattr(defaults, name)
-        key = f"{prefix}{name}"
-        if dataclasses.is_dataclass(default):
-            if not isinstance(value, dict):
-                raise ConfigError(f"{source}: {key} must be a mapping")
-            kwargs[name] = _build(type(default), value, source, prefix=f"{key}.", origins=origins)
-        else:
-            kwargs[name] = _coerce(value, str(fields[name].type), f"{origins.get(key, source)}: {key}")
-    return cls(**kwargs)
-
-
-def _coerce(value: Any, hint: str, where: str) -> Any:
-    """Check a value against the field's type hint (`int`, `float | None`, `tuple[int, ...]`, ...)."""
-    if value is None:
-        if hint.endswith("| None"):
-            return None
-        raise ConfigError(f"{where} may not be null")
-    base = hint.removesuffix(" | None")
-    if base.startswith("dict["):  # dict[str, float]: names -> weights
-        if not isinstance(value, dict):
-            raise ConfigError(f"{where}={value!r} must be a mapping, e.g. {{unc: 1, gref: 0.5}}")
-        return {str(k): _coerce(v, "float", f"{where}.{k}") for k, v in value.items()}
-    if base.startswith("tuple["):
-        item = base[len("tuple[") :].split(",")[0].strip()
-        values = value if isinstance(value, list | tuple) else [value]
-        return tuple(_coerce(v, item, where) for v in values)
-    if base == "bool" and not isinstance(value, bool):
-        raise ConfigError(f"{where}={value!r} must be true or false")
-    if base == "int" and (isinstance(value, bool) or not isinstance(value, int)):
-        raise ConfigError(f"{where}={value!r} must be an integer")
-    if base == "float":
-        if isinstance(value, bool):
-            raise ConfigError(f"{where}={value!r} must be a number")
-        try:
-            return float(value)  # YAML 1.1 reads "1e-3" as a string
-        except (TypeError, ValueError):
-            raise ConfigError(f"{where}={value!r} must be a number") from None
-    if base == "str" and not isinstance(value, str):
-        raise ConfigError(f"{where}={value!r} must be a string")
-    return value

@@ -9,7 +9,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from jrnet.config import CONFIG_DIR, Config, ConfigError, merge
+from jrnet.config import CONFIG_DIR, Config, ConfigError
+from jrnet.typed_yaml import merge
 
 
 def resolve_precision(requested: str) -> str:
