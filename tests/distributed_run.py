@@ -75,6 +75,7 @@ def run_or_dump(cmd: list[str], e: dict, timeout: float) -> subprocess.Completed
             for process in family:
                 with contextlib.suppress(psutil.NoSuchProcess):
                     process.kill()
+            wait_until_dead(family, timeout=30)
             try:
                 out, err = p.communicate(timeout=30)
             except subprocess.TimeoutExpired:  # a process outside the tree still holds the pipes
@@ -83,6 +84,19 @@ def run_or_dump(cmd: list[str], e: dict, timeout: float) -> subprocess.Completed
                 f"{' '.join(cmd)} hung for {timeout} s\n" + "\n".join(stacks) + f"\n{out[-3000:]}\n{err[-3000:]}"
             ) from None
     return subprocess.CompletedProcess(cmd, p.returncode, out, err)
+
+
+def wait_until_dead(processes: list[psutil.Process], timeout: float) -> None:
+    """Until every process has exited (gone, or a zombie left to its new parent): a SIGKILLed process is still
+    tearing down for a moment after its pipes close."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if all(not p.is_running() or p.status() == psutil.STATUS_ZOMBIE for p in processes):
+                return
+        except psutil.NoSuchProcess:
+            continue  # exited between the two checks: look again
+        time.sleep(0.05)
 
 
 def stack(pid: int) -> str:
