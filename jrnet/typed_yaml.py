@@ -47,6 +47,7 @@ def parse_override(item: str, root: type) -> tuple[str, Any]:
 
 
 def build(cls, raw: dict[str, Any], source: str, prefix: str, origins: dict[str, str]):
+    """Dataclass `cls` from `raw`, sections built in turn; an error names `origins[key]` (an override) or `source`."""
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(raw) - set(fields))
     if unknown:
