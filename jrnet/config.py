@@ -143,7 +143,7 @@ class TrainConfig:
     # The trunk's LR relative to `lr` (DETR's lr_backbone). A trunk trained from scratch at the full LR forgets
     # colour before the sentence can use it (BENCHMARKS.md, demo recipe).
     trunk_lr_scale: float = 1.0
-    precision: str = "auto"  # auto (bf16 on GPUs with it, fp32 on CPU) | fp32 | bf16 | fp16
+    precision: str = "auto"  # auto (bf16 where the GPU or CPU computes in it, else fp32) | fp32 | bf16 | fp16
     zero_stage: int | None = None  # None: the DeepSpeed JSON's stage, else 1
     deepspeed_config: str | None = None  # a DeepSpeed JSON for tunables; batch keys must agree with the above
     seed: int = 0

@@ -14,12 +14,17 @@ from jrnet.typed_yaml import merge
 
 
 def resolve_precision(requested: str) -> str:
-    """auto: bf16 on GPUs that have it (fp32 otherwise, including CPU, where bf16 is slow without AMX)."""
+    """auto: bf16 where the hardware computes in it (GPUs with bf16; CPUs with AVX512-BF16 or AMX), else fp32."""
     if requested != "auto":
         return requested
-    if torch.cuda.is_available() and torch.cuda.is_bf16_supported():
-        return "bf16"
-    return "fp32"
+    if torch.cuda.is_available():
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    return "bf16" if cpu_has_native_bf16() else "fp32"
+
+
+def cpu_has_native_bf16() -> bool:
+    """Without these instructions oneDNN emulates bf16, slower than fp32 (torch exposes the checks only privately)."""
+    return torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
 
 
 def deepspeed_config(cfg: Config, world_size: int, micro_batch: int, load_universal: bool = False) -> dict:

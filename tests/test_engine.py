@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from jrnet.config import Config, ConfigError, load_config
-from jrnet.engine import deepspeed_config, param_groups, poly_lr_factor
+from jrnet.engine import deepspeed_config, param_groups, poly_lr_factor, resolve_precision
 from jrnet.model import JRNet
 
 
@@ -174,3 +174,24 @@ def test_deepspeed_json_cannot_replace_precision_optimizer_or_schedule(tmp_path,
     path = ds_json(tmp_path, content)
     with pytest.raises(ConfigError, match=f"^{re.escape(str(path))}: {re.escape(message)}"):
         deepspeed_config(run_config(path), world_size=2, micro_batch=4)
+
+
+@pytest.mark.parametrize(
+    "avx512_bf16,amx,expected",
+    [(True, False, "bf16"), (False, True, "bf16"), (False, False, "fp32")],
+)
+def test_auto_precision_on_cpu_is_bf16_only_with_native_bf16_instructions(monkeypatch, avx512_bf16, amx, expected):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
+    assert resolve_precision("auto") == expected
+    assert resolve_precision("fp32") == "fp32"  # an explicit choice is never second-guessed
+    assert deepspeed_config(run_config(), 2, 4)["torch_autocast"]["enabled"] is False  # run_config asks for fp32
+
+
+@pytest.mark.parametrize("bf16_gpu,expected", [(True, "bf16"), (False, "fp32")])
+def test_auto_precision_on_a_gpu_follows_the_gpu_not_the_cpu(monkeypatch, bf16_gpu, expected):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: bf16_gpu)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True)
+    assert resolve_precision("auto") == expected
