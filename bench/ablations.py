@@ -2,7 +2,7 @@
 several seeds each, printed in the paper's format with the mean and spread over seeds.
 
     .venv/bin/python bench/ablations.py --shards shards [--config demo] [--seeds 0 1] [--ranks 2]
-        [--rows baseline only_cmmlf only_jrm jrnet jrm1 jrm3] [--out runs/ablations] [section.key=value ...]
+        [--rows baseline only_cmmlf only_jrm jrnet jrm2 jrm3] [--out runs/ablations] [section.key=value ...]
 
 Every (row, seed) is a real training run (`launch.py`, `--resume auto`) in `<out>/<row>_seed<seed>/`; a run whose
 `eval.json` is final is reused, so the table can be built over several sessions. The spread is half the range
@@ -23,13 +23,14 @@ from common import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 COLUMNS = ("prec@0.5", "prec@0.6", "prec@0.7", "prec@0.8", "prec@0.9", "overall_iou")
-# row -> (Table, model overrides); jrnet is both Table 2's last row and Table 3's 2-layer row.
+# row -> (Table, model overrides). Table 2 uses one JRM layer, as the paper's does (and the demo); jrnet is also
+# Table 3's 1-layer row.
 ROWS = {
     "baseline": ("Table 2", ["model.variant=baseline"]),
     "only_cmmlf": ("Table 2", ["model.variant=only_cmmlf"]),
-    "only_jrm": ("Table 2", ["model.variant=only_jrm"]),
-    "jrnet": ("Table 2 / 3 (2 layers)", ["model.variant=jrnet", "model.jrm_layers=2"]),
-    "jrm1": ("Table 3 (1 layer)", ["model.variant=jrnet", "model.jrm_layers=1"]),
+    "only_jrm": ("Table 2", ["model.variant=only_jrm", "model.jrm_layers=1"]),
+    "jrnet": ("Table 2 / 3 (1 layer)", ["model.variant=jrnet", "model.jrm_layers=1"]),
+    "jrm2": ("Table 3 (2 layers)", ["model.variant=jrnet", "model.jrm_layers=2"]),
     "jrm3": ("Table 3 (3 layers)", ["model.variant=jrnet", "model.jrm_layers=3"]),
 }
 
