@@ -186,7 +186,9 @@ def test_auto_precision_on_cpu_is_bf16_only_with_native_bf16_instructions(monkey
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
     assert resolve_precision("auto") == expected
     assert resolve_precision("fp32") == "fp32"  # an explicit choice is never second-guessed
-    assert deepspeed_config(run_config(), 2, 4)["torch_autocast"]["enabled"] is False  # run_config asks for fp32
+    cfg = run_config()
+    cfg.train.precision = "auto"
+    assert deepspeed_config(cfg, 2, 4)["torch_autocast"] == {"enabled": expected == "bf16", "dtype": "bfloat16"}
 
 
 @pytest.mark.parametrize("bf16_gpu,expected", [(True, "bf16"), (False, "fp32")])
