@@ -29,11 +29,19 @@ class JointAttention(nn.Module):
         v = rearrange(self.v(x), "b n (h d) -> b h n d", h=self.heads)
         mask = key_valid[:, None, None, :]  # (B, 1, 1, N): True = attend
         p = self.dropout if self.training else 0.0
-        if self.attention == "sdpa":
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)
-        else:
-            y = eager_attention(q, k, v, mask, p)
+        attend = fused_attention if self.attention == "sdpa" else eager_attention
+        y = attend(q, k, v, mask, p)
         return self.out(rearrange(y, "b h n d -> b n (h d)"))
+
+
+def fused_attention(q, k, v, mask, dropout_p: float) -> torch.Tensor:
+    """`scaled_dot_product_attention`; on a CPU in fp32 when autocast made q, k, v bf16 or fp16: there the flash
+    kernel's bf16 backward runs about 5x slower than its fp32 one at JRM's sizes (BENCHMARKS.md 8p)."""
+    if q.device.type != "cpu" or q.dtype == torch.float32:
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
+    with torch.autocast("cpu", enabled=False):
+        y = F.scaled_dot_product_attention(q.float(), k.float(), v.float(), attn_mask=mask, dropout_p=dropout_p)
+    return y.to(q.dtype)
 
 
 def eager_attention(q, k, v, mask, dropout_p: float) -> torch.Tensor:

@@ -6,6 +6,7 @@ from unittest.mock import patch
 import pytest
 import torch
 import torch.nn.functional as F
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from jrnet.backbone import Backbone, WeightsError, build_trunk, coordinate_maps, load_trunk_weights
 from jrnet.cmmlf import CMMLF, build_fusion
@@ -85,6 +86,36 @@ def test_sdpa_matches_eager_with_padding():
     t, x = tokens(3, [2, 6, 10]), torch.randn(3, 3, 64, 64)
     with torch.no_grad():
         torch.testing.assert_close(fused(t, x), eager(t, x), atol=1e-5, rtol=1e-5)
+
+
+class _AtenDtypes(TorchDispatchMode):
+    """Records the dtype of the first tensor argument of every aten op whose name contains `part`."""
+
+    def __init__(self, part: str):
+        super().__init__()
+        self.part, self.seen = part, []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if self.part in func.__name__:
+            self.seen.append((func.__name__, args[0].dtype))
+        return func(*args, **(kwargs or {}))
+
+
+def test_jrm_attends_in_fp32_on_cpu_under_bf16_autocast_and_returns_bf16():
+    # The CPU flash kernel's bf16 backward is about 5x slower than its fp32 one at JRM's sizes (BENCHMARKS.md 8p)
+    torch.manual_seed(0)
+    model = JRNet(small_config(attention="sdpa"), vocab_size=50)
+    t, x = tokens(2, [3, 5]), torch.randn(2, 3, 64, 64)
+    with _AtenDtypes("scaled_dot_product") as forward_ops, torch.autocast("cpu", dtype=torch.bfloat16):
+        levels = model.backbone(x)
+        words, valid = model.text(t)
+        visual, _ = model.jrm(levels, words.to(levels[0].dtype), valid)[0]
+    with _AtenDtypes("scaled_dot_product") as backward_ops:
+        visual.float().sum().backward()
+    assert levels[0].dtype == visual.dtype == torch.bfloat16  # the rest of the model stays in bf16
+    assert forward_ops.seen and {dtype for _, dtype in forward_ops.seen} == {torch.float32}
+    assert any("backward" in name for name, _ in backward_ops.seen)
+    assert {dtype for _, dtype in backward_ops.seen} == {torch.float32}
 
 
 def test_padding_words_do_not_change_output():
