@@ -1,6 +1,7 @@
 """Figure 3: JRM attention, fused SDPA vs the explicit-softmax (eager) reference: time and peak memory.
 
     .venv/bin/python bench/attention.py [--quick]
+    .venv/bin/python bench/attention.py --cpu-bf16
 
 At the paper's token counts (448 px: 14*14 + 25 = 221 tokens; 576 px: 18*18 + 25 = 349), C = 512, 8 heads
 (head dim 64), batch 8, fp32, 2 torch threads, forward + backward:
@@ -14,6 +15,10 @@ Time: median over interleaved rounds (each round runs every case, alternating th
 Peak memory: torch.profiler with profile_memory=True; from its raw event tree, every CPU allocation and free
 during one forward + backward, in time order; the peak of the running sum is the peak of bytes allocated
 during the step above what existed before it (inputs and weights not included, gradients included).
+
+--cpu-bf16: the demo's JRM on a CPU under bf16 autocast (its sizes from `configs/demo.yaml`, batch 16 = one of
+two ranks' share, 1 thread), forward + backward: `scaled_dot_product_attention` on the bf16 q, k, v autocast makes
+against `jrnet.jrm.fused_attention`, which attends in fp32 there; the op alone and the whole JRM.
 """
 
 from __future__ import annotations
@@ -21,13 +26,14 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from unittest.mock import patch
 
 import torch
 import torch.nn.functional as F
 from common import header, interleave, median, profiler_peak_bytes, spread, table
 
 from jrnet.config import load_config
-from jrnet.jrm import JRM, eager_attention
+from jrnet.jrm import JRM, eager_attention, fused_attention
 
 BATCH, CHANNELS, HEADS, WORDS = 8, 512, 8, 25
 SIZES = {448: 14, 576: 18}  # image size -> H = W
@@ -90,6 +96,81 @@ def jrm_case(image_size: int, kind: str, dropout: float, state: dict | None):
     return step, jrm
 
 
+# ---------------------------------------------------------------- the demo's JRM under bf16 autocast on a CPU
+
+
+def cpu_bf16_cases(batch: int = 16) -> dict:
+    """name -> forward+backward step: bf16 SDPA vs `fused_attention`, the op alone and the demo's whole JRM."""
+    demo = load_config("demo")
+    cfg, words = demo.model, demo.data.max_words
+    pixels, heads = cfg.feature_size**2, cfg.jrm_heads
+    g = torch.Generator().manual_seed(0)
+    lengths = torch.randint(3, words + 1, (batch,), generator=g)
+    valid = torch.arange(words)[None] < lengths[:, None]
+    mask = torch.cat([torch.ones(batch, pixels, dtype=torch.bool), valid], dim=1)[:, None, None, :]
+    shape = (batch, heads, pixels + words, cfg.channels // heads)
+    q, k, v = (torch.randn(*shape, generator=g).bfloat16().requires_grad_() for _ in range(3))
+    torch.manual_seed(0)
+    jrm = JRM(cfg, positional_encoding=True).train()
+    levels = [torch.randn(batch, cfg.channels, cfg.feature_size, cfg.feature_size, generator=g) for _ in range(3)]
+    word_vectors = torch.randn(batch, words, cfg.channels, generator=g)
+
+    def op(attend):
+        def step():
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                y = attend(q, k, v, mask, 0.0)
+            y.float().sum().backward()
+            q.grad = k.grad = v.grad = None
+
+        return step
+
+    def whole_jrm(attend):
+        def step():
+            # JointAttention looks fused_attention up at each call: patched, the JRM runs the other kernel
+            with patch("jrnet.jrm.fused_attention", attend), torch.autocast("cpu", dtype=torch.bfloat16):
+                loss = sum(
+                    x.float().square().mean() + w.float().square().mean() for x, w in jrm(levels, word_vectors, valid)
+                )
+            loss.backward()
+            jrm.zero_grad(set_to_none=True)
+
+        return step
+
+    def bf16_sdpa(q, k, v, mask, p):
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)
+
+    return {
+        "op, bf16 SDPA": op(bf16_sdpa),
+        "op, fused_attention (fp32 inside)": op(fused_attention),
+        "JRM, bf16 SDPA": whole_jrm(bf16_sdpa),
+        "JRM, fused_attention (fp32 inside)": whole_jrm(fused_attention),
+    }
+
+
+def cpu_bf16_main(rounds: int = 9, reps: int = 5) -> int:
+    torch.set_num_threads(1)
+    demo = load_config("demo")
+    cfg = demo.model
+    header(
+        "JRM attention on a CPU under bf16 autocast: bf16 SDPA vs jrnet.jrm.fused_attention (fp32 inside)",
+        f"forward+backward ms (median of {rounds} interleaved rounds of {reps} calls, after a warm-up call), the "
+        f"demo's JRM ({cfg.feature_size}x{cfg.feature_size} pixels + {demo.data.max_words} words, C {cfg.channels}, "
+        f"{cfg.jrm_heads} heads, {cfg.jrm_layers} layer(s) x 3 levels), batch 16, 1 thread, autocast(cpu, bfloat16)",
+    )
+    steps = cpu_bf16_cases()
+    for step in steps.values():
+        step()
+    times = interleave({name: per_call(step, reps) for name, step in steps.items()}, rounds)
+    rows = []
+    for what in ("op", "JRM"):
+        slow, fast = times[f"{what}, bf16 SDPA"], times[f"{what}, fused_attention (fp32 inside)"]
+        for name, t in ((f"{what}, bf16 SDPA", slow), (f"{what}, fused_attention (fp32 inside)", fast)):
+            ratio = f"{median(slow) / median(fast):.2f}" if t is fast else ""
+            rows.append([name, f"{median(t) * 1e3:.2f}", spread([x * 1e3 for x in t]), ratio])
+    print(table(rows, ["what", "fwd+bwd ms (median)", "range ms", "bf16 SDPA / fused_attention"]))
+    return 0
+
+
 # ---------------------------------------------------------------- measuring
 
 
@@ -113,7 +194,10 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="448 only, fewer rounds (about 1 minute)")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--cpu-bf16", action="store_true", help="the demo's JRM under bf16 autocast (about 15 seconds)")
     args = p.parse_args()
+    if args.cpu_bf16:
+        return cpu_bf16_main()
     torch.set_num_threads(args.threads)
     sizes = [448] if args.quick else [448, 576]
     rounds = 3 if args.quick else 5  # the op alone
