@@ -102,7 +102,7 @@ class _AtenDtypes(TorchDispatchMode):
 
 
 def test_jrm_attends_in_fp32_on_cpu_under_bf16_autocast_and_returns_bf16():
-    # The CPU flash kernel's bf16 backward is about 5x slower than its fp32 one at JRM's sizes (BENCHMARKS.md 8p)
+    # The CPU flash kernel takes 4-5x as long in bf16 as in fp32 at JRM's sizes (BENCHMARKS.md 8p)
     torch.manual_seed(0)
     model = JRNet(small_config(attention="sdpa"), vocab_size=50)
     t, x = tokens(2, [3, 5]), torch.randn(2, 3, 64, 64)
