@@ -37,7 +37,7 @@ class JointAttention(nn.Module):
 def fused_attention(q, k, v, mask, dropout_p: float) -> torch.Tensor:
     """`scaled_dot_product_attention`; on a CPU in fp32 when autocast made q, k, v bf16 or fp16: there the flash
     kernel's forward + backward take 4-5x as long in bf16 as in fp32 at JRM's sizes (BENCHMARKS.md 8p)."""
-    if q.device.type != "cpu" or q.dtype == torch.float32:
+    if q.device.type != "cpu" or q.dtype not in (torch.bfloat16, torch.float16):
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
     with torch.autocast("cpu", enabled=False):
         y = F.scaled_dot_product_attention(q.float(), k.float(), v.float(), attn_mask=mask, dropout_p=dropout_p)
