@@ -26,6 +26,14 @@ LEVEL_CHANNELS = {
     "resnet_cpu": (64, 96, 128),
 }
 LEVELS = ("layer2", "layer3", "layer4")
+# Channels of the finer layers `model.decoder_skip` may name (stride 2: stem / relu; stride 4: layer1).
+SKIP_CHANNELS = {
+    "resnet18": {"relu": 64, "layer1": 64},
+    "resnet34": {"relu": 64, "layer1": 64},
+    "resnet50": {"relu": 64, "layer1": 256},
+    "resnet101": {"relu": 64, "layer1": 256},
+    "resnet_cpu": {"stem": 32, "layer1": 32},
+}
 IMAGENET_MEAN = (0.485, 0.456, 0.406)  # the trunk's preprocessing (torchvision's ImageNet weights)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -57,8 +65,10 @@ def cpu_trunk() -> nn.Module:
 
 
 def build_trunk(cfg: ModelConfig) -> nn.Module:
+    """The trunk as a module returning {layer name: features} for the three levels and the decoder's skip."""
+    names = LEVELS if cfg.decoder_skip is None else (cfg.decoder_skip, *LEVELS)
     if cfg.backbone == "resnet_cpu":
-        return IntermediateLayerGetter(cpu_trunk(), return_layers={name: name for name in LEVELS})
+        return IntermediateLayerGetter(cpu_trunk(), return_layers={name: name for name in names})
     # Output stride by dilating the last stages, as DeepLab does (only Bottleneck ResNets support it).
     dilate = {8: [False, True, True], 16: [False, False, True], 32: [False, False, False]}[cfg.output_stride]
     kwargs = {}
@@ -67,7 +77,7 @@ def build_trunk(cfg: ModelConfig) -> nn.Module:
     elif cfg.output_stride != 32:
         warnings.warn(f"{cfg.backbone} has no dilation: output stride stays 32", stacklevel=2)
     net = getattr(resnet, cfg.backbone)(weights=None, **kwargs)
-    return IntermediateLayerGetter(net, return_layers={name: name for name in LEVELS})
+    return IntermediateLayerGetter(net, return_layers={name: name for name in names})
 
 
 def load_trunk_weights(trunk: nn.Module, path: str | Path) -> None:
@@ -106,7 +116,8 @@ class LevelProjection(nn.Sequential):
 
 
 class Backbone(nn.Module):
-    """Image (B, 3, S, S) -> three levels (B, C, H, W). The trunk stays in eval mode when frozen."""
+    """Image (B, 3, S, S) -> three levels (B, C, H, W) and, optionally, the decoder's skip features. The trunk
+    stays in eval mode when frozen."""
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
@@ -121,6 +132,7 @@ class Backbone(nn.Module):
             self.trunk.requires_grad_(False).eval()
         self.level_channels = list(LEVEL_CHANNELS[cfg.backbone])
         self.coords, self.colours = cfg.coord_channels, cfg.colour_channels
+        self.skip = cfg.decoder_skip
         extra = 2 * self.coords + 3 * self.colours
         self.project = nn.ModuleList(LevelProjection(c + extra, cfg.channels) for c in self.level_channels)
         # Not saved: constants of the preprocessing, not weights.
@@ -142,15 +154,29 @@ class Backbone(nn.Module):
 
     def trunk_features(self, image: torch.Tensor) -> list[torch.Tensor]:
         """Trunk levels resized to H x W: deterministic given the weights, so they can be cached."""
+        return self.resized_levels(self.run_trunk(image))
+
+    def run_trunk(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.frozen):
-            feats = self.trunk(self.normalize(image))
+            return self.trunk(self.normalize(image))
+
+    def resized_levels(self, feats: dict[str, torch.Tensor]) -> list[torch.Tensor]:
         size = (self.feature_size, self.feature_size)
         return [F.interpolate(feats[name], size=size, mode="bilinear", align_corners=False) for name in LEVELS]
 
-    def forward(self, image: torch.Tensor | None = None, cached: torch.Tensor | None = None) -> list[torch.Tensor]:
-        """`cached`: trunk levels from the feature cache, (B, C2 + C3 + C4, H, W), instead of the image."""
-        levels = self.trunk_features(image) if cached is None else cached.split(self.level_channels, dim=1)
+    def forward(
+        self, image: torch.Tensor | None = None, cached: torch.Tensor | None = None
+    ) -> tuple[list[torch.Tensor], torch.Tensor | None]:
+        """The three levels (B, C, H, W), and the trunk's `model.decoder_skip` features (None without it).
+        `cached`: trunk levels from the feature cache, (B, C2 + C3 + C4, H, W), instead of the image."""
         dtype = self.project[0][0].weight.dtype
+        if cached is None:
+            feats = self.run_trunk(image)
+            levels, skip = self.resized_levels(feats), feats.get(self.skip)
+        elif self.skip is not None:
+            raise ValueError("model.decoder_skip needs the image; a feature cache holds only the trunk levels")
+        else:
+            levels, skip = cached.split(self.level_channels, dim=1), None
         levels = [level.to(dtype) for level in levels]
         if self.colours:
             if image is None:
@@ -159,7 +185,8 @@ class Backbone(nn.Module):
             levels = [torch.cat([level, colours], dim=1) for level in levels]
         if self.coords:
             levels = [torch.cat([level, coordinate_maps(level)], dim=1) for level in levels]
-        return [proj(level) for proj, level in zip(self.project, levels, strict=True)]
+        levels = [proj(level) for proj, level in zip(self.project, levels, strict=True)]
+        return levels, None if skip is None else skip.to(dtype)
 
 
 def coordinate_maps(like: torch.Tensor) -> torch.Tensor:

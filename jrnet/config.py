@@ -62,6 +62,10 @@ class ModelConfig:
     aspp_dropout: float = 0.5  # after the ASPP projection (DeepLabv3, torchvision's fixed value)
     decoder_channels: int = 512
     decoder_upsamples: int = 2  # bilinear x2 steps in the decoder
+    # Not in the paper (DeepLabv3+'s decoder): a trunk layer at a finer stride (resnet_cpu: stem; a ResNet: relu or
+    # layer1) whose features (read, not trained through) refine the mask after the last upsampling, so that its
+    # edges follow the image's.
+    decoder_skip: str | None = None
     mask_prior: float = 0.1  # initial foreground probability of the logits (RefCOCO objects cover ~10-15%)
     # Not in the paper, for a trunk trained from scratch (the CPU demo, BENCHMARKS.md 8h): maps concatenated to each
     # level before its projection, so that every feature, not only JRM's queries and keys, can read them.
@@ -192,6 +196,18 @@ class Config:
             )
         if m.colour_channels and self.data.feature_cache:
             raise ConfigError("model.colour_channels reads the image, which data.feature_cache leaves out: set one")
+        if m.decoder_skip is not None:
+            from jrnet.backbone import SKIP_CHANNELS  # the trunks' layer names live with the trunks
+
+            if m.decoder_skip not in SKIP_CHANNELS[m.backbone]:
+                raise ConfigError(
+                    f"model.decoder_skip={m.decoder_skip!r} is not a skip layer of {m.backbone}: "
+                    f"one of {sorted(SKIP_CHANNELS[m.backbone])}"
+                )
+            if self.data.feature_cache:
+                raise ConfigError(
+                    "model.decoder_skip reads the trunk's early layers, which data.feature_cache leaves out"
+                )
         if not 1 <= m.jrm_layers <= 12:
             raise ConfigError(f"model.jrm_layers={m.jrm_layers} must be in 1..12")
         for key in (

@@ -41,7 +41,7 @@ class JRNet(nn.Module):
 
     def forward(self, tokens: torch.Tensor, image: torch.Tensor | None = None, cached: torch.Tensor | None = None):
         """Logits (B, 1, S, S) at the input size S; `cached`: feature-cache levels instead of the image."""
-        levels = self.backbone(image, cached)
+        levels, skip = self.backbone(image, cached)
         words, valid = self.text(tokens)
         words = words.to(levels[0].dtype)
         if self.jrm is not None:
@@ -49,7 +49,7 @@ class JRNet(nn.Module):
         else:
             visual, word_out = levels, [words] * len(levels)
         sentence = [masked_mean(x, valid) for x in word_out]
-        logits = self.decoder(self.fusion(list(visual), sentence))
+        logits = self.decoder(self.fusion(list(visual), sentence), skip)
         return F.interpolate(logits, size=(self.image_size, self.image_size), mode="bilinear", align_corners=False)
 
     @classmethod

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from jrnet.backbone import Backbone, WeightsError, build_trunk, coordinate_maps, load_trunk_weights
+from jrnet.backbone import LEVELS, Backbone, WeightsError, build_trunk, coordinate_maps, load_trunk_weights
 from jrnet.cmmlf import CMMLF, build_fusion
 from jrnet.config import VARIANTS, ConfigError, ModelConfig, load_config
 from jrnet.model import JRNet, mask_loss
@@ -107,7 +107,7 @@ def test_jrm_attends_in_fp32_on_cpu_under_bf16_autocast_and_returns_bf16():
     model = JRNet(small_config(attention="sdpa"), vocab_size=50)
     t, x = tokens(2, [3, 5]), torch.randn(2, 3, 64, 64)
     with _AtenDtypes("scaled_dot_product") as forward_ops, torch.autocast("cpu", dtype=torch.bfloat16):
-        levels = model.backbone(x)
+        levels, _ = model.backbone(x)
         words, valid = model.text(t)
         visual, _ = model.jrm(levels, words.to(levels[0].dtype), valid)[0]
     with _AtenDtypes("scaled_dot_product") as backward_ops:
@@ -365,12 +365,12 @@ def test_level_maps_reach_the_features_past_a_blind_trunk(maps):
     ]
     image = torch.zeros(1, 3, 32, 32, dtype=torch.uint8)
     image[:, 0, :, :16] = 255  # red left half, black right half
-    blind = [torch.zeros(1, c, 4, 4) for c in backbone.level_channels]
-    with torch.no_grad(), patch.object(backbone, "trunk_features", return_value=blind):
-        levels = backbone(image)
+    blind = {name: torch.zeros(1, c, 4, 4) for name, c in zip(LEVELS, backbone.level_channels, strict=True)}
+    with torch.no_grad(), patch.object(backbone, "run_trunk", return_value=blind):
+        levels, _ = backbone(image)
         plain = Backbone(small_config(backbone="resnet_cpu", output_stride=8, image_size=32, feature_size=4)).eval()
-        with patch.object(plain, "trunk_features", return_value=blind):
-            without = plain(image)
+        with patch.object(plain, "run_trunk", return_value=blind):
+            without, _ = plain(image)
     for level, flat in zip(levels, without, strict=True):
         assert torch.allclose(flat, flat[..., :1, :1].expand_as(flat))  # no maps: every cell alike
         left, right = level[0, :, :, 0], level[0, :, :, 3]  # first and last column
@@ -386,6 +386,39 @@ def test_colour_channels_refuse_a_feature_cache():
         small_config(backbone="resnet_cpu", output_stride=8, image_size=32, feature_size=4, colour_channels=True)
     )
     with pytest.raises(ValueError, match="needs the image"):
+        backbone(cached=torch.zeros(1, 64 + 96 + 128, 4, 4))
+
+
+def test_decoder_skip_predicts_at_the_skip_layers_stride_from_its_local_features_without_training_them():
+    # resnet_cpu's stem is at stride 2: 16 x 16 logits at 32 px, where the levels' decoder alone gives 8 x 8.
+    cfg = small_config(
+        backbone="resnet_cpu", output_stride=8, image_size=32, feature_size=4, decoder_upsamples=1, decoder_skip="stem"
+    )
+    decoder = JRNet(cfg, vocab_size=50).decoder.eval()
+    assert decoder.skip[0].in_channels == 32
+    fused, skip = torch.randn(1, cfg.channels, 4, 4, requires_grad=True), torch.randn(1, 32, 16, 16)
+    logits = decoder(fused, skip.requires_grad_())
+    logits.sum().backward()
+    assert logits.shape == (1, 1, 16, 16)
+    assert fused.grad.abs().sum() > 0 and skip.grad is None  # the skip is read, not trained through
+    with torch.no_grad():
+        moved = skip.clone()
+        moved[0, :, 8, 8] += 5.0  # one stem cell
+        changed = (decoder(fused, moved) - logits).abs()[0, 0] > 0
+    rows, cols = changed.nonzero(as_tuple=True)
+    assert changed[8, 8] and rows.min() >= 7 and rows.max() <= 9 and cols.min() >= 7 and cols.max() <= 9  # 3 x 3
+
+
+def test_decoder_skip_must_name_an_early_layer_of_the_trunk_and_refuses_a_feature_cache():
+    with pytest.raises(
+        ConfigError, match=r"model.decoder_skip='layer3' is not a skip layer of resnet_cpu: one of \['layer1', 'stem'\]"
+    ):
+        load_config("demo", ["model.decoder_skip=layer3"])
+    with pytest.raises(ConfigError, match="model.decoder_skip reads the trunk's early layers"):
+        load_config("demo", ["model.decoder_skip=stem", "model.colour_channels=false", "data.feature_cache=true"])
+    load_config("demo", ["model.decoder_skip=layer1"])  # accepted
+    backbone = Backbone(small_config(backbone="resnet_cpu", output_stride=8, feature_size=4, decoder_skip="stem"))
+    with pytest.raises(ValueError, match="model.decoder_skip needs the image"):
         backbone(cached=torch.zeros(1, 64 + 96 + 128, 4, 4))
 
 
