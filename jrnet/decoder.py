@@ -37,7 +37,7 @@ class MaskDecoder(nn.Module):
         if cfg.decoder_skip is None:
             logits = nn.Conv2d(d // 2, 1, 1)
             self.head = nn.Sequential(*blocks, logits)
-        else:  # a narrow refinement: at stride 2 it runs on 16x the cells of the levels
+        else:  # narrow (a quarter of the decoder's channels): it runs at the skip's finer stride
             skip_channels = SKIP_CHANNELS[cfg.backbone][cfg.decoder_skip]
             self.skip = nn.Sequential(
                 nn.Conv2d(skip_channels, d // 4, 1, bias=False), nn.BatchNorm2d(d // 4), nn.ReLU(inplace=True)
@@ -54,6 +54,6 @@ class MaskDecoder(nn.Module):
         if self.refine is None:
             return x
         x = F.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=False)
-        # Read, not trained, by the refinement: trained through it the demo's stem moved toward edges and its shape
-        # words lost (BENCHMARKS.md 8q: 79.47 against 80.67 detached, seed 0).
+        # The trunk is not trained through the skip: when it was, the demo's shape words lost what its edges gained
+        # (BENCHMARKS.md 8q: 79.88 against 80.83 over two seeds).
         return self.refine(torch.cat([x, self.skip(skip.detach())], dim=1))
