@@ -1,8 +1,9 @@
-"""How much does a trained gated JRNet use JRM? Its gates, and the split scored with JRM's outputs removed.
+"""How much does a trained model with a gated JRM (JRNet, only JRM) use it? Its gates, and the split scored with
+JRM's outputs removed.
 
     .venv/bin/python bench/jrm_knockout.py --checkpoint runs/demo --shards shards [--split val]
 
-With `model.jrm_gate` each level enters CMMLF as X + tanh(alpha) * JRM(X) (jrnet/jrm.py). Setting the pixel
+With `model.jrm_gate` each level enters the fusion as X + tanh(alpha) * JRM(X) (jrnet/jrm.py). Setting the pixel
 gates, the word gates or both to 0 in the trained model removes that part of JRM's contribution and leaves every
 other weight as trained; the drop in overall IoU is what the model takes from JRM.
 """
@@ -17,8 +18,8 @@ from jrnet.inference import load
 from jrnet.shard_format import KINDS
 
 GATES = ("pixel_gates", "word_gates")
-ONLY_CMMLF = "all gates 0 (= only CMMLF's path)"
-KNOCKOUTS = {"as trained": (), "pixel gates 0": ("pixel_gates",), "word gates 0": ("word_gates",), ONLY_CMMLF: GATES}
+NO_JRM = "all gates 0 (JRM's outputs removed)"  # JRNet: only CMMLF's path; only JRM: the baseline's
+KNOCKOUTS = {"as trained": (), "pixel gates 0": ("pixel_gates",), "word gates 0": ("word_gates",), NO_JRM: GATES}
 
 
 @torch.no_grad()

@@ -43,7 +43,7 @@ def test_knockout_rows_score_the_model_as_set_and_the_model_without_jrm(syntheti
         return summary["overall_iou"], summary["mean_iou"]
 
     assert scores(rows["as trained"]) == scores(as_set)
-    assert scores(rows[jrm_knockout.ONLY_CMMLF]) == scores(without)
+    assert scores(rows[jrm_knockout.NO_JRM]) == scores(without)
     one_gate = {scores(rows["pixel gates 0"]), scores(rows["word gates 0"])}
     assert len({scores(as_set), scores(without), *one_gate}) == 4  # each knockout is a change here
 
