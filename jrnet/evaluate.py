@@ -114,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     import sys
     from pathlib import Path
 
-    from jrnet.cli import HelpFormatter
+    from jrnet.cli import HelpFormatter, skip_final_collection
     from jrnet.distributed import init_distributed
     from jrnet.inference import LoadError, autocast, load
     from jrnet.metrics import format_table
@@ -134,6 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--overlays", type=int, default=0, help="write a gallery of the first N sentences per split")
     p.add_argument("--local_rank", "--local-rank", type=int, default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    skip_final_collection()
     logging.basicConfig(level=logging.WARNING)
     try:
         trained = load(args.checkpoint, args.shards)

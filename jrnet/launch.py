@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from jrnet.cli import HelpFormatter
+from jrnet.cli import HelpFormatter, skip_final_collection
 from jrnet.preemption import EXIT_BAD_INPUT, EXIT_REQUEUE, StopSignal
 
 
@@ -80,6 +80,7 @@ def preflight(args: argparse.Namespace, world_size: int | None = None):
 
 def main(argv: list[str] | None = None) -> int:
     stop = StopSignal()  # first, before the heavy imports: a stop signal from here on is a clean stop, not a kill
+    skip_final_collection()
     from jrnet.checkpoint import CheckpointError
     from jrnet.config import ConfigError
     from jrnet.shards import DataError

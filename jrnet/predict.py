@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from jrnet.cli import HelpFormatter
+from jrnet.cli import HelpFormatter, skip_final_collection
 from jrnet.eval_stream import eval_loader
 from jrnet.evaluate import predict_masks
 from jrnet.inference import LoadError, Trained, autocast, export, inference_device, load
@@ -79,6 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--export", metavar="FOLDER", help="write the model as an exported folder and stop")
     p.add_argument("--device", default="auto", help="auto (a GPU when there is one), cpu, cuda, cuda:1 ...")
     args = p.parse_args(argv)
+    skip_final_collection()
     try:
         trained = load(args.checkpoint, args.shards)
     except LoadError as e:
