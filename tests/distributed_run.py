@@ -1,4 +1,4 @@
-"""Run the real entry points in subprocesses: `torchrun` or `deepspeed` with N ranks of launch.py, or plain `python`."""
+"""Run the real entry points in subprocesses: `torchrun --nproc_per_node N launch.py ...` or plain `python`."""
 
 from __future__ import annotations
 
@@ -39,28 +39,20 @@ def env() -> dict:
     return e
 
 
-def launch(
-    args: list[str],
-    ranks: int = 2,
-    timeout: int = 300,
-    check: bool = True,
-    module: str | None = None,
-    launcher: str = "torchrun",
-):
+def launch(args: list[str], ranks: int = 2, timeout: int = 300, check: bool = True, module: str | None = None):
     """`torchrun --nproc_per_node ranks launch.py args` (or `-m module`; one rank through plain python).
 
-    torchrun, not `deepspeed`, where the launcher is not what a test is about: DeepSpeed's runner starts its
-    launcher, which starts the ranks, and each of the two imports torch and DeepSpeed, about 6 s of every run
-    (BENCHMARKS.md 11). The ranks run the same DeepSpeed engine either way. `launcher="deepspeed"` runs the
-    user's command; the tests of its own part (a rank's death, preemption) start it themselves.
+    torchrun, not the user's `deepspeed`: DeepSpeed's runner starts its launcher, which starts the ranks, and both
+    import torch and DeepSpeed first, 5.4 s more per run (BENCHMARKS.md 11); the ranks run the same DeepSpeed
+    engine either way. Tests about DeepSpeed's launcher itself (a rank's death) start `deepspeed` themselves.
     """
     if ranks == 1:
         cmd = [sys.executable, *(["-m", module] if module else [str(ROOT / "launch.py")]), *args]
         e = env() | {"MASTER_PORT": str(free_port())}
     else:
         target = ["--module", module] if module else [str(ROOT / "launch.py")]
-        ranks_flag = {"torchrun": "--nproc_per_node", "deepspeed": "--num_gpus"}[launcher]
-        cmd = [str(BIN / launcher), ranks_flag, str(ranks), "--master_port", str(free_port()), *target, *args]
+        cmd = [str(BIN / "torchrun"), "--nproc_per_node", str(ranks), "--master_port", str(free_port()), *target]
+        cmd += args
         e = env()
     proc = run_or_dump(cmd, e, timeout)
     if check and proc.returncode != 0:
