@@ -271,11 +271,13 @@ def shard_dataset(data_root: Path, out: Path, workers: int = 2, extra: tuple[str
     return time.perf_counter() - t0
 
 
-def synthetic_dataset(scratch: Path, num_images: int, workers: int = 2) -> tuple[Path, Path, float]:
-    """Generate the synthetic set under scratch/data and shard it to scratch/shards with default options;
-    (data root, shards folder, seconds it took)."""
+def synthetic_dataset(
+    scratch: Path, num_images: int, workers: int = 2, extra: tuple[str, ...] = ()
+) -> tuple[Path, Path, float]:
+    """Generate the synthetic set under scratch/data and shard it to scratch/shards with default options plus
+    `extra` options of pipeline/shard.py; (data root, shards folder, seconds it took)."""
     data, shards = scratch / "data", scratch / "shards"
-    seconds = shard_dataset(data, shards, workers, ("--num-images", str(num_images)))
+    seconds = shard_dataset(data, shards, workers, ("--num-images", str(num_images), *extra))
     return data, shards, seconds
 
 

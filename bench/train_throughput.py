@@ -80,7 +80,8 @@ def main() -> int:
     scratch = Path(tempfile.mkdtemp(prefix="bench-train-"))
     try:
         images = 800 if args.quick else 2000
-        _, shards, seconds = synthetic_dataset(scratch, images)
+        # sharded as make demo does: the demo config refuses shards of another --max-words
+        _, shards, seconds = synthetic_dataset(scratch, images, extra=("--max-words", str(demo.data.max_words)))
         print(f"generated + sharded the synthetic set ({images} images) in {seconds:.1f} s (this machine)")
         variants = {"demo": [], "workers=0": ["data.workers=0"]}
         windows: dict[str, list[dict]] = {v: [] for v in variants}
