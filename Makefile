@@ -34,8 +34,10 @@ demo: setup
 	echo "demo done in $$(( $$(date +%s) - start )) s: $(DEMO_OUT)/evaluate.json, $(DEMO_OUT)/gallery_val.png," \
 		"training curves in $(DEMO_OUT)/metrics.jsonl, wandb (offline) in $(DEMO_OUT)/wandb"
 
+# Two pytest-xdist workers: the tests wait on subprocesses (launchers, ranks, Slurm) much of the time, and two keep
+# both cores busy. A worker takes whole modules, and the Slurm modules together (tests/conftest.py).
 test: setup
-	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m pytest -q
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m pytest -q -n 2 --dist loadfile
 
 # The pure-function and single-process tests: about 2 minutes, no DeepSpeed ranks, no Slurm.
 test-fast: setup
