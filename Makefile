@@ -35,7 +35,7 @@ demo: setup
 		"training curves in $(DEMO_OUT)/metrics.jsonl, wandb (offline) in $(DEMO_OUT)/wandb"
 
 # Two pytest-xdist workers: the tests wait on subprocesses (launchers, ranks, Slurm) much of the time, and two keep
-# both cores busy. A worker takes whole modules, and the Slurm modules together (tests/conftest.py).
+# both cores busy. A worker takes whole modules, the Slurm modules together, the longest first (tests/conftest.py).
 test: setup
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m pytest -q -n 2 --dist loadfile
 
